@@ -1,0 +1,50 @@
+"""AutoSGM for Optax: one lowpass filter and one iteration-dependent learning
+rate that contain heavy ball, Nesterov and Adam as exact special cases."""
+
+from autosgm_optax import presets
+from autosgm_optax._autosgm import ScaleByAutoSGMState
+from autosgm_optax._autosgm import autosgm
+from autosgm_optax._autosgm import scale_by_autosgm
+from autosgm_optax._base import AutoSGMBlock
+from autosgm_optax._base import LIKE_PARAMS
+from autosgm_optax._decay import WeightDecayState
+from autosgm_optax._decay import coupled_decay
+from autosgm_optax._decay import decoupled_decay
+from autosgm_optax._denominator import MomentDenominatorState
+from autosgm_optax._denominator import moment_denominator
+from autosgm_optax._filter import LowpassFilterState
+from autosgm_optax._filter import lowpass_filter
+from autosgm_optax._learning_rate import ScaleByLearningRateState
+from autosgm_optax._learning_rate import scale_by_learning_rate
+from autosgm_optax._numerator import CorrelationNumeratorState
+from autosgm_optax._numerator import correlation_numerator
+from autosgm_optax._window import WindowState
+from autosgm_optax._window import raised_cosine_schedule
+from autosgm_optax._window import raised_cosine_window
+from autosgm_optax._window import scale_by_window
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AutoSGMBlock",
+    "CorrelationNumeratorState",
+    "LIKE_PARAMS",
+    "LowpassFilterState",
+    "MomentDenominatorState",
+    "ScaleByAutoSGMState",
+    "ScaleByLearningRateState",
+    "WeightDecayState",
+    "WindowState",
+    "autosgm",
+    "correlation_numerator",
+    "coupled_decay",
+    "decoupled_decay",
+    "lowpass_filter",
+    "moment_denominator",
+    "presets",
+    "raised_cosine_schedule",
+    "raised_cosine_window",
+    "scale_by_autosgm",
+    "scale_by_learning_rate",
+    "scale_by_window",
+)

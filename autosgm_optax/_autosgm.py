@@ -1,0 +1,272 @@
+"""The combinator ``scale_by_autosgm`` and the one-liner ``autosgm``."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import optax
+
+from autosgm_optax import _base
+from autosgm_optax._decay import Mask, coupled_decay, decoupled_decay
+from autosgm_optax._denominator import moment_denominator
+from autosgm_optax._filter import lowpass_filter
+from autosgm_optax._learning_rate import scale_by_learning_rate
+from autosgm_optax._numerator import ESTIMATORS, correlation_numerator
+from autosgm_optax._window import Window, as_window_block
+
+
+class ScaleByAutoSGMState(NamedTuple):
+  """State of :func:`scale_by_autosgm`: one state per slot, in the order the
+  slots run (``optax.EmptyState()`` for an empty slot)."""
+
+  decay: Any  # WeightDecayState
+  filter: Any  # LowpassFilterState
+  denominator: Any  # MomentDenominatorState
+  numerator: Any  # CorrelationNumeratorState
+  window: Any  # WindowState
+
+
+_SLOT_KINDS = {
+    "decay": ("coupled_decay", "decoupled_decay"),
+    "filter": ("filter",),
+    "denominator": ("denominator",),
+    "numerator": ("numerator",),
+    "window": ("window",),
+}
+
+
+def _check_slot(slot: str, block: Any) -> None:
+  if block is None:
+    return
+  if not isinstance(block, _base.AutoSGMBlock):
+    raise TypeError(
+        f"{slot}={block!r} is not an AutoSGM block: build it with the "
+        f"library's {slot} block factory.")
+  if block.kind not in _SLOT_KINDS[slot]:
+    raise TypeError(
+        f"{slot}= got a {block.kind!r} block; the {slot} slot takes "
+        f"{' or '.join(_SLOT_KINDS[slot])} blocks.")
+
+
+def scale_by_autosgm(
+    filter: Optional[_base.AutoSGMBlock] = None,  # pylint: disable=redefined-builtin
+    denominator: Optional[_base.AutoSGMBlock] = None,
+    decay: Optional[_base.AutoSGMBlock] = None,
+    numerator: Optional[_base.AutoSGMBlock] = None,
+    window: Optional[Window] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Wire AutoSGM blocks into the learning-rate-free AutoSGM update.
+
+  .. math::
+    u_t = F_t \, a_t \left(\frac{H[g]_t}{d_t} + c_\rho \rho_t w_t\right)
+
+  The blocks run in the only order that is right, whatever the order of the
+  arguments: coupled decay, filter, denominator, decoupled decay, numerator,
+  window. They share one per-step context: the denominator takes its
+  statistics from the raw gradient (after coupled decay) and divides the
+  filter's output; the numerator reads ``g / d``, ``vbar = H[g] / d`` and the
+  parameters; the decoupled-decay term is scaled by the numerator and the
+  window but never seen by the numerator's estimators. This is why the
+  blocks go in named slots rather than an ``optax.chain``: a chain would hand
+  each block only the previous block's output (``optax.chain(lowpass_filter(),
+  moment_denominator())`` normalises the *filtered* signal, a different
+  algorithm).
+
+  Like ``optax.scale_by_adam``, the result holds no learning rate; chain it
+  with :func:`autosgm_optax.scale_by_learning_rate` (as
+  :func:`autosgm_optax.autosgm` does). An empty slot (None) costs nothing.
+
+  Args:
+    filter: a :func:`lowpass_filter` block, or None (``H[g] = g``).
+    denominator: a :func:`moment_denominator` block, or None (``d = 1``).
+    decay: a :func:`decoupled_decay` or :func:`coupled_decay` block, or None.
+    numerator: a :func:`correlation_numerator` block, or None (``a = 1``).
+    window: a window block (e.g. :func:`raised_cosine_window`), an
+      ``optax.Schedule``, a number, or None (``F = 1``).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`; extra update
+    arguments (``value=loss``, ...) are accepted and ignored.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> import autosgm_optax as asgm
+    >>> core = asgm.scale_by_autosgm(
+    ...     filter=asgm.lowpass_filter(0.9, gamma=0.5528),
+    ...     denominator=asgm.moment_denominator(),
+    ...     numerator=asgm.correlation_numerator("correlation"),
+    ...     window=asgm.raised_cosine_window(1000),
+    ...     decay=asgm.decoupled_decay(1e-4))
+    >>> tx = optax.chain(core, asgm.scale_by_learning_rate(1e-2))
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+  """
+  for slot, block in (("filter", filter), ("denominator", denominator),
+                      ("decay", decay), ("numerator", numerator)):
+    _check_slot(slot, block)
+  if window is not None:
+    window = as_window_block(window)
+
+  coupled = decay is not None and decay.kind == "coupled_decay"
+  # (field of the state, block), in the order the blocks run.
+  order = (
+      ("decay", decay if coupled else None),
+      ("filter", filter),
+      ("denominator", denominator),
+      ("decay", None if coupled else decay),
+      ("numerator", numerator),
+      ("window", window),
+  )
+  slots = dict(decay=decay, filter=filter, denominator=denominator,
+               numerator=numerator, window=window)
+
+  def init_fn(params):
+    return ScaleByAutoSGMState(**{
+        name: optax.EmptyState() if block is None else block.init(params)
+        for name, block in slots.items()})
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    signal = _base.Signal.from_gradient(updates)
+    new_state = state._asdict()
+    for name, block in order:
+      if block is not None:
+        signal, new_state[name] = block.apply(signal, new_state[name], params)
+    return signal.finish(), ScaleByAutoSGMState(**new_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def autosgm(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    beta: Any = 0.9,
+    gamma: Any = 0.0,
+    eta: Optional[Any] = None,
+    debias: bool = True,
+    denominator: bool = True,
+    moment_beta: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    numerator: str = "unity",
+    numerator_beta: Any = 0.9999,
+    numerator_average: bool = True,
+    numerator_smoothing: Optional[Any] = 0.1,
+    numerator_keep_axes: tuple[int, ...] = (),
+    huber_k: Any = 4.0,
+    window: Optional[Window] = None,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    decay: str = "decoupled",
+    decay_factor: Any = 1.0,
+    decay_mask: Mask = None,
+    maximize: bool = False,
+    state_dtype: _base.DTypePolicy = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""AutoSGM: a lowpass filter and an iteration-dependent learning rate.
+
+  .. math::
+    w_{t+1} = w_t - \mu_t \, F_t \, \frac{a_t}{d_t} H[g]_t
+              \;(- \mu_t F_t a_t c_\rho \rho_t w_t),
+    \qquad H(z) = \eta \frac{1 - \gamma z^{-1}}{1 - \beta z^{-1}}
+
+  with the filter ``H`` (:func:`lowpass_filter`), the denominator ``d``
+  (:func:`moment_denominator`, the debiased RMS of the raw gradient), the
+  numerator ``a`` (:func:`correlation_numerator`), the window ``F``
+  (:func:`raised_cosine_window` or any schedule) and the learning rate
+  ``mu``, applied last and once (:func:`scale_by_learning_rate`). It is
+  ``chain(scale_by_autosgm(...), scale_by_learning_rate(learning_rate))``.
+
+  With its defaults ``autosgm(lr)`` is bit for bit ``optax.adam(lr)``;
+  ``weight_decay=w`` makes it ``optax.adamw(lr, weight_decay=w)``.
+
+  Under ``optax.inject_hyperparams`` every number becomes an array: pass
+  ``hyperparam_dtype=jnp.float32`` for low-precision parameters (bfloat16
+  rounds 0.999 to 1). A plain ``weight_decay=0.0`` leaves the decay slot
+  empty; an array 0 multiplies (same numbers). A schedule given for
+  ``window`` is evaluated by the wrapper and arrives as a number.
+
+  A non-finite gradient propagates into the state, as in Optax: wrap with
+  ``optax.apply_if_finite`` to skip such steps.
+
+  Args:
+    learning_rate: ``mu > 0``, a number or an ``optax.Schedule``.
+    beta: the filter's pole, ``0 <= beta < 1``.
+    gamma: the filter's zero, ``gamma < beta`` (or ``beta = gamma = 0``).
+      0.5528 at ``beta = 0.9`` reduces variance per unit gain.
+    eta: the filter's gain ``> 0``; default ``(1 - beta) / (1 - gamma)``.
+    debias: debias the filter exactly (the denominator is always debiased).
+    denominator: divide by the debiased RMS of the gradient (False: ``d=1``).
+    moment_beta: pole of the denominator's second moment, ``[0, 1)``.
+    eps: added to the denominator outside the square root, ``>= 0``.
+    eps_root: added inside the square root, ``>= 0``.
+    numerator: ``"unity"``, ``"moment"``, ``"correlation"`` or
+      ``"robust_correlation"``.
+    numerator_beta: pole of the numerator's estimators, ``[0, 1)``.
+    numerator_average: average the numerator over each leaf.
+    numerator_smoothing: pole of the smoothing of the average, or None.
+    numerator_keep_axes: leading axes the average keeps (stacked layers).
+    huber_k: the robust estimator's clip multiple, ``> 0``.
+    window: a window block, an ``optax.Schedule`` or a number; None for none.
+    weight_decay: ``rho >= 0``, a number or a schedule.
+    decay: ``"decoupled"`` (AdamW's, scaled by ``decay_factor``) or
+      ``"coupled"`` (L2, added to the gradient).
+    decay_factor: ``c_rho >= 0`` of decoupled decay (1 is AdamW's).
+    decay_mask: a tree of bools or a callable; False leaves are not decayed.
+    maximize: ascend instead of descend.
+    state_dtype: None (the parameters' dtype, at least float32),
+      ``"like_params"`` or a dtype for all state buffers.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> import autosgm_optax as asgm
+    >>> tx = asgm.autosgm(1e-1, gamma=0.5528, numerator="correlation")
+    >>> params = jnp.array([1.0, -2.0])
+    >>> state = tx.init(params)
+    >>> loss = lambda w: jnp.sum(w ** 2)
+    >>> for _ in range(3):
+    ...   grads = jax.grad(loss)(params)
+    ...   updates, state = tx.update(grads, state, params)
+    ...   params = optax.apply_updates(params, updates)
+  """
+  if not isinstance(learning_rate, bool) and _base.is_number(learning_rate):
+    _base.check_range("learning_rate", learning_rate, 0.0, None,
+                      low_open=True)
+  else:
+    _base.check_type("learning_rate", learning_rate, allow_schedule=True)
+  _base.check_range("weight_decay", weight_decay, 0.0, None,
+                    allow_schedule=True)
+  _base.check_choice("decay", decay, ("decoupled", "coupled"))
+  _base.check_range("decay_factor", decay_factor, 0.0, None)
+  _base.check_choice("numerator", numerator, ESTIMATORS)
+  for name, flag in (("debias", debias), ("denominator", denominator),
+                     ("maximize", maximize)):
+    if not isinstance(flag, bool):
+      raise TypeError(f"{name}={flag!r} must be a bool.")
+
+  filter_block = lowpass_filter(beta, gamma, eta, debias=debias,
+                                dtype=state_dtype)
+  denominator_block = moment_denominator(
+      moment_beta, eps, eps_root, dtype=state_dtype) if denominator else None
+  numerator_block = None if numerator == "unity" else correlation_numerator(
+      numerator, beta=numerator_beta, moment_beta=moment_beta,
+      huber_k=huber_k, average=numerator_average,
+      smoothing=numerator_smoothing, keep_axes=numerator_keep_axes, eps=eps,
+      dtype=state_dtype)
+  if _base.is_number(weight_decay) and weight_decay == 0:
+    decay_block = None  # no work, no read of the parameters
+  elif decay == "coupled":
+    decay_block = coupled_decay(weight_decay, mask=decay_mask)
+  else:
+    decay_block = decoupled_decay(weight_decay, decay_factor, mask=decay_mask)
+  core = scale_by_autosgm(
+      filter=filter_block, denominator=denominator_block, decay=decay_block,
+      numerator=numerator_block, window=window)
+  return optax.chain(
+      core, scale_by_learning_rate(learning_rate, flip_sign=not maximize))

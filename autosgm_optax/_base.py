@@ -1,0 +1,277 @@
+"""Shared machinery of the AutoSGM blocks: the per-step signal, the block type,
+state dtypes and construction-time validation.
+
+Every AutoSGM block is an :class:`optax.GradientTransformationExtraArgs` that
+also carries an ``apply`` function acting on a :class:`Signal`. The signal is
+the per-step context that :func:`autosgm_optax.scale_by_autosgm` threads from
+block to block: the raw gradient (after coupled decay), the direction built so
+far, the denominator, the decoupled-decay term, the numerator and the window.
+A block used alone runs on a fresh signal made from its input, so it treats
+its input as the raw gradient; the combinator runs the blocks of its slots on
+one shared signal. Both end with :meth:`Signal.finish`, so composing blocks by
+hand and the keyword form compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import numbers
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+#: The state-dtype policy that keeps the parameters' dtype, as Optax does.
+LIKE_PARAMS = "like_params"
+
+DTypePolicy = Union[None, str, jnp.dtype, type]
+
+
+def _is_none(x: Any) -> bool:
+  return x is None
+
+
+class Signal(NamedTuple):
+  """The per-step context shared by the blocks of one AutoSGM update.
+
+  Attributes:
+    grad: the raw gradient (after coupled decay), a tree like the parameters.
+    direction: the direction built so far: the raw gradient, then the
+      filter's output, then that divided by the denominator.
+    denominator: the tree of ``d(t)``, or None while no denominator ran.
+    decay: the decoupled-decay term (a tree whose leaves may be None for
+      leaves the mask exempts), or None.
+    numerator: the tree of ``a(t)`` (per-leaf averages with kept dimensions,
+      or per-element values), or None for the unity numerator.
+    window: the scalar window value ``F(t)``, or None.
+  """
+
+  grad: Any
+  direction: Any
+  denominator: Any = None
+  decay: Any = None
+  numerator: Any = None
+  window: Any = None
+
+  @classmethod
+  def from_gradient(cls, updates: Any) -> "Signal":
+    return cls(grad=updates, direction=updates)
+
+  def finish(self) -> Any:
+    """Returns ``F * a * (direction + decay)``, skipping the empty parts."""
+    out = self.direction
+    if self.decay is not None:
+      out = jax.tree.map(
+          lambda dc, u: u if dc is None else u + dc,
+          self.decay, out, is_leaf=_is_none)
+    if self.numerator is None and self.window is None:
+      return out
+
+    def scale(u, a=None):
+      coef = a
+      if self.window is not None:
+        window = jnp.asarray(self.window, real_dtype(u.dtype))
+        coef = window if coef is None else coef * window
+      return coef.astype(real_dtype(u.dtype)) * u
+
+    if self.numerator is None:
+      return jax.tree.map(scale, out)
+    return jax.tree.map(lambda u, a: scale(u, a), out, self.numerator)
+
+
+ApplyFn = Callable[[Signal, Any, Any], tuple[Signal, Any]]
+
+
+class AutoSGMBlock(optax.GradientTransformationExtraArgs):
+  """An Optax gradient transformation that is also an AutoSGM building block.
+
+  It behaves as any :class:`optax.GradientTransformationExtraArgs` (``init``,
+  ``update``; extra update arguments are accepted and ignored). Its ``kind``
+  names the slot of :func:`autosgm_optax.scale_by_autosgm` it fills, and
+  ``apply`` is the step that the combinator runs on its shared
+  :class:`Signal`.
+  """
+
+  kind: str
+  apply: ApplyFn
+
+  def __new__(cls, init, apply: ApplyFn, kind: str):
+    def update_fn(updates, state, params=None, **extra_args):
+      del extra_args
+      signal, state = apply(Signal.from_gradient(updates), state, params)
+      return signal.finish(), state
+
+    self = super().__new__(cls, init, update_fn)
+    # A tuple subclass without __slots__ keeps a __dict__ for these.
+    self.kind = kind
+    self.apply = apply
+    return self
+
+  def __repr__(self) -> str:
+    return f"AutoSGMBlock(kind={self.kind!r})"
+
+
+# ---------------------------------------------------------------------------
+# dtypes
+
+
+def real_dtype(dtype) -> jnp.dtype:
+  """The real dtype of ``dtype`` (float32 for complex64)."""
+  return jnp.finfo(dtype).dtype
+
+
+def state_dtype(param_dtype, policy: DTypePolicy) -> jnp.dtype:
+  """The dtype of a state buffer for a parameter of ``param_dtype``.
+
+  ``None`` keeps the parameter's dtype but at least 32 bits (an EMA with pole
+  0.999 stored in bfloat16 never moves); ``"like_params"`` keeps the
+  parameter's dtype as Optax does; anything else is a dtype.
+  """
+  param_dtype = jnp.dtype(param_dtype)
+  if policy is None:
+    if jnp.issubdtype(param_dtype, jnp.inexact) and param_dtype.itemsize < 4:
+      return jnp.dtype(jnp.float32)
+    return param_dtype
+  if isinstance(policy, str) and policy == LIKE_PARAMS:
+    return param_dtype
+  return jnp.dtype(policy)
+
+
+def zeros_like_tree(params: Any, policy: DTypePolicy) -> Any:
+  return jax.tree.map(
+      lambda p: jnp.zeros(jnp.shape(p), state_dtype(p.dtype, policy)), params)
+
+
+def scalar_dtype(params: Any) -> jnp.dtype:
+  """The dtype of per-optimizer scalar state: the widest real parameter
+  dtype, at least float32 (float64 only where parameters are float64)."""
+  dtypes = [real_dtype(p.dtype) for p in jax.tree.leaves(params)
+            if jnp.issubdtype(p.dtype, jnp.inexact)]
+  widest = jnp.dtype(jnp.float32)
+  for d in dtypes:
+    if d.itemsize > widest.itemsize:
+      widest = d
+  return widest
+
+
+def cast_tree(tree: Any, like: Any) -> Any:
+  return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
+
+
+def require_params(params: Any, block: str) -> None:
+  if params is None:
+    raise ValueError(
+        f"{block} needs the parameters: call "
+        "`update(updates, state, params)` with params (as for "
+        "optax.add_decayed_weights).")
+
+
+def evaluate(value: Any, count: jax.Array) -> Any:
+  """A hyperparameter that may be a schedule, evaluated at ``count``."""
+  return value(count) if callable(value) else value
+
+
+# ---------------------------------------------------------------------------
+# construction-time validation (plain Python numbers only)
+
+_CHECKS_ON = contextvars.ContextVar("autosgm_optax_checks_on", default=True)
+
+
+def checks_on() -> bool:
+  return _CHECKS_ON.get()
+
+
+@contextlib.contextmanager
+def unchecked():
+  """Builds blocks without range checks: the presets accept what their Optax
+  twins accept (type checks of structural options stay)."""
+  token = _CHECKS_ON.set(False)
+  try:
+    yield
+  finally:
+    _CHECKS_ON.reset(token)
+
+
+def is_number(x: Any) -> bool:
+  """True for plain Python (and NumPy scalar) numbers, False for arrays and
+  tracers, which pass through unchecked (``optax.inject_hyperparams``)."""
+  return (isinstance(x, numbers.Real) and not isinstance(x, bool)
+          and not isinstance(x, (jax.Array, np.ndarray)))
+
+
+def check_type(name: str, value: Any, allow_schedule: bool = False) -> None:
+  if isinstance(value, bool):
+    raise TypeError(f"{name} must be a number, got the bool {value!r}.")
+  if is_number(value) or isinstance(value, (jax.Array, np.ndarray)):
+    return
+  if allow_schedule and callable(value):
+    return
+  kinds = "a number, an array or a schedule" if allow_schedule else (
+      "a number or an array")
+  raise TypeError(f"{name} must be {kinds}, got {value!r} "
+                  f"of type {type(value).__name__}.")
+
+
+def check_range(name: str, value: Any, low: Optional[float] = None,
+                high: Optional[float] = None, *, low_open: bool = False,
+                high_open: bool = True, allow_schedule: bool = False) -> None:
+  """Refuses a plain number outside ``[low, high)`` (by default)."""
+  if not _CHECKS_ON.get():
+    return
+  check_type(name, value, allow_schedule=allow_schedule)
+  if not is_number(value):
+    return
+  v = float(value)
+  bad = not np.isfinite(v)
+  if low is not None:
+    bad |= v <= low if low_open else v < low
+  if high is not None:
+    bad |= v >= high if high_open else v > high
+  if bad:
+    left = "(" if low_open else "["
+    right = ")" if high_open else "]"
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    raise ValueError(
+        f"{name}={value!r} is outside the valid range {left}{lo}, {hi}{right}.")
+
+
+def check_filter_design(beta: Any, gamma: Any, eta: Any = None) -> None:
+  """The valid filter designs: 0 <= beta < 1 and gamma < beta, or a pure
+  gain beta = gamma = 0; eta > 0."""
+  check_range("beta", beta, 0.0, 1.0)
+  check_range("gamma", gamma, None, None)
+  if eta is not None:
+    check_range("eta", eta, 0.0, None, low_open=True)
+  if is_number(beta) and is_number(gamma):
+    if beta == 0 and gamma == 0:
+      return
+    if gamma == beta:
+      raise ValueError(
+          f"gamma={gamma!r} equals beta={beta!r}: the zero cancels the pole. "
+          "Valid designs have gamma < beta (or beta = gamma = 0, a pure gain: "
+          "use beta=0.0, gamma=0.0).")
+    if gamma > beta:
+      raise ValueError(
+          f"gamma={gamma!r} is above beta={beta!r}: the valid range is "
+          "gamma < beta (or beta = gamma = 0, a pure gain).")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+  if not isinstance(value, str) or value not in choices:
+    raise ValueError(
+        f"{name}={value!r} is not one of {', '.join(map(repr, choices))}.")
+
+
+def check_dtype_policy(name: str, policy: Any) -> None:
+  if policy is None or (isinstance(policy, str) and policy == LIKE_PARAMS):
+    return
+  try:
+    jnp.dtype(policy)
+  except TypeError as e:
+    raise TypeError(
+        f"{name}={policy!r} is neither None, {LIKE_PARAMS!r} nor a dtype."
+    ) from e

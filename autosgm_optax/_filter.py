@@ -1,0 +1,157 @@
+"""The lowpass filter H: momentum with a pole, a zero and a gain."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from autosgm_optax import _base
+
+
+class LowpassFilterState(NamedTuple):
+  """State of :func:`lowpass_filter`."""
+
+  count: chex.Array  # shape=(), dtype=jnp.int32; updates made so far.
+  m: optax.Updates  # m(t) = beta m(t-1) + eta g(t); like params.
+
+
+def default_gain(beta: Any, gamma: Any) -> Any:
+  """The unit-DC gain ``eta = (1 - beta) / (1 - gamma)``."""
+  return (1 - beta) / (1 - gamma)
+
+
+def debias_divisor(count: chex.Array, beta: Any, gamma: Any, eta: Any) -> Any:
+  r"""The filter's response ``s(t)`` to a unit constant input.
+
+  .. math::
+    s(t) = \left[(1 - \beta^t) - \gamma (1 - \beta^{t-1})\right]
+           \frac{\eta}{1 - \beta}
+
+  Written so that at ``gamma = 0, eta = 1 - beta`` it is bit for bit Optax's
+  ``1 - beta**t`` (the factor is exactly 1.0), with Python or traced
+  hyperparameters.
+  """
+  return ((1 - beta**count) - gamma * (1 - beta**(count - 1))) * (
+      eta / (1 - beta))
+
+
+def _is_one(x: Any) -> bool:
+  return _base.is_number(x) and x == 1
+
+
+def _is_zero(x: Any) -> bool:
+  return _base.is_number(x) and x == 0
+
+
+def lowpass_filter(
+    beta: Any = 0.9,
+    gamma: Any = 0.0,
+    eta: Optional[Any] = None,
+    *,
+    debias: bool = True,
+    nesterov: bool = False,
+    dtype: _base.DTypePolicy = None,
+) -> _base.AutoSGMBlock:
+  r"""The AutoSGM lowpass filter: momentum with a pole, a zero and a gain.
+
+  .. math::
+    H(z) = \eta \frac{1 - \gamma z^{-1}}{1 - \beta z^{-1}}, \qquad
+    m_t = \beta m_{t-1} + \eta g_t, \qquad v_t = m_t - \gamma m_{t-1},
+
+  one state buffer for every design. With ``debias`` the output is divided by
+  the exact response to a unit constant input,
+  ``s(t) = [(1 - beta^t) - gamma (1 - beta^(t-1))] eta / (1 - beta)``, so a
+  constant gradient comes out unchanged from the first step on.
+
+  Points of the design space: ``gamma = 0, eta = 1`` is Polyak's heavy ball
+  (``optax.trace``); ``gamma = 0, eta = 1 - beta`` with debias is Adam's
+  first moment; ``gamma = beta / (1 + beta), eta = 1 + beta`` is Nesterov's
+  momentum; ``gamma = -beta`` reduces variance most; ``beta = gamma = 0`` is a
+  pure gain.
+
+  Used alone, the block filters its input. Note that
+  ``optax.chain(lowpass_filter(...), moment_denominator(...))`` then
+  normalises the *filtered* signal, which is a different algorithm from Adam;
+  use :func:`autosgm_optax.scale_by_autosgm` to put blocks together.
+
+  Args:
+    beta: the pole, ``0 <= beta < 1``.
+    gamma: the zero, ``gamma < beta`` (``beta = gamma = 0`` is a pure gain).
+    eta: the gain, ``> 0``; default ``(1 - beta) / (1 - gamma)`` (unit DC
+      gain).
+    debias: divide the output by the exact ``s(t)``.
+    nesterov: realise the Nesterov point in Optax's form
+      ``v_t = g_t + beta m_t`` with ``m_t = beta m_{t-1} + g_t`` (bit for bit
+      ``optax.sgd(nesterov=True)``); ``gamma`` and ``eta`` are then implied
+      (``beta / (1 + beta)`` and ``1 + beta``) and must be left at their
+      defaults.
+    dtype: dtype of the state buffer: None (the parameters' dtype but at
+      least float32), ``"like_params"`` (as Optax) or a dtype.
+
+  Returns:
+    An :class:`AutoSGMBlock` for the ``filter`` slot of
+    :func:`autosgm_optax.scale_by_autosgm`, usable alone as an
+    :class:`optax.GradientTransformation`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from autosgm_optax import lowpass_filter
+    >>> tx = lowpass_filter(beta=0.9, gamma=0.5)
+    >>> g = jnp.array([1.0, -2.0])
+    >>> state = tx.init(g)
+    >>> v, state = tx.update(g, state)  # a constant input comes out unchanged
+    >>> v
+    Array([ 1., -2.], dtype=float32)
+  """
+  if nesterov:
+    if not _is_zero(gamma) or eta is not None:
+      raise ValueError(
+          "nesterov=True implies gamma = beta / (1 + beta) and eta = 1 + beta;"
+          f" leave gamma and eta at their defaults (got gamma={gamma!r}, "
+          f"eta={eta!r}).")
+    _base.check_range("beta", beta, 0.0, 1.0)
+  else:
+    _base.check_filter_design(beta, gamma, eta)
+  _base.check_dtype_policy("dtype", dtype)
+
+  if nesterov:
+    gain, zero = 1 + beta, beta / (1 + beta)
+  else:
+    gain = default_gain(beta, gamma) if eta is None else eta
+    zero = gamma
+
+  def init_fn(params):
+    return LowpassFilterState(
+        count=jnp.zeros([], jnp.int32), m=_base.zeros_like_tree(params, dtype))
+
+  def moment(g, m):
+    # Optax's operand order (optax.tree.update_moment, optax.trace), so that
+    # the CPU's fused multiply-add rounds as it does in Optax.
+    if _is_one(gain) or nesterov:
+      return g + beta * m
+    return gain * g + beta * m
+
+  def output(m_new, m_old, g):
+    if nesterov:
+      return g + beta * m_new
+    if _is_zero(zero):
+      return m_new
+    return m_new - zero * m_old
+
+  def apply_fn(signal, state, params):
+    del params
+    count_inc = optax.safe_increment(state.count)
+    m_new = jax.tree.map(moment, signal.grad, state.m)
+    v = jax.tree.map(output, m_new, state.m, signal.grad)
+    if debias:
+      s = debias_divisor(count_inc, beta, zero, gain)
+      v = jax.tree.map(lambda x: x / s.astype(x.dtype), v)
+    new_state = LowpassFilterState(
+        count=count_inc, m=_base.cast_tree(m_new, state.m))
+    return signal._replace(direction=v), new_state
+
+  return _base.AutoSGMBlock(init_fn, apply_fn, kind="filter")

@@ -1,0 +1,79 @@
+"""The learning-rate block: ``-mu(t) * u``, applied last and once."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from autosgm_optax import _base
+
+
+class ScaleByLearningRateState(NamedTuple):
+  """State of :func:`scale_by_learning_rate`."""
+
+  count: chex.Array  # shape=(), dtype=jnp.int32; updates made so far.
+  learning_rate: chex.Array  # shape=(); mu(t) of the last update (0 before).
+  prev_learning_rate: chex.Array  # shape=(); mu(t-1) (0 before two updates).
+
+
+def scale_by_learning_rate(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    flip_sign: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Scale by ``-mu(t)``, keeping ``mu(t)`` and ``mu(t-1)`` in the state.
+
+  Arithmetically identical to ``optax.scale_by_learning_rate`` (a number
+  multiplies as ``optax.scale``, a schedule as ``optax.scale_by_schedule``,
+  evaluated at the count of updates made so far), but its state remembers
+  the learning rate of the last two updates, so that readers and the
+  learning-dynamics diagnostics can combine ``mu`` with the core's state
+  (the ratio ``r(t)`` needs ``mu(t) / mu(t-1)``). The remembered values are
+  stored as scalars of the widest real parameter dtype (at least float32).
+
+  Args:
+    learning_rate: ``mu``, a number, an array or an ``optax.Schedule``.
+    flip_sign: multiply by ``-mu`` (descent) rather than ``mu``.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from autosgm_optax import scale_by_learning_rate
+    >>> tx = scale_by_learning_rate(0.1)
+    >>> g = jnp.array([1.0, 2.0])
+    >>> u, state = tx.update(g, tx.init(g))
+    >>> u, state.learning_rate
+    (Array([-0.1, -0.2], dtype=float32), Array(0.1, dtype=float32))
+  """
+  sign = -1 if flip_sign else 1
+
+  def init_fn(params):
+    zero = jnp.zeros([], _base.scalar_dtype(params))
+    return ScaleByLearningRateState(
+        count=jnp.zeros([], jnp.int32), learning_rate=zero,
+        prev_learning_rate=zero)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    if callable(learning_rate):
+      mu = learning_rate(state.count)
+      step = sign * mu
+      updates = jax.tree.map(
+          lambda g: jnp.array(step, dtype=g.dtype) * g, updates)
+    else:
+      mu = learning_rate
+      step = sign * mu
+      updates = jax.tree.map(lambda g: step * g, updates)
+    new_state = ScaleByLearningRateState(
+        count=optax.safe_increment(state.count),
+        learning_rate=jnp.asarray(mu, state.learning_rate.dtype),
+        prev_learning_rate=state.learning_rate)
+    return updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

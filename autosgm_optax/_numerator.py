@@ -1,0 +1,218 @@
+"""The numerator a: estimators of the optimal learning rate's correlation."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from autosgm_optax import _base
+
+ESTIMATORS = ("unity", "moment", "correlation", "robust_correlation")
+
+#: The escape constant for zero parameters when ``eps`` is 0 (the original
+#: AutoSGM code's default eps).
+ZERO_ESCAPE_FALLBACK = 1e-10
+
+
+class CorrelationNumeratorState(NamedTuple):
+  """State of :func:`correlation_numerator`; unused fields are None."""
+
+  count: chex.Array  # shape=(), dtype=jnp.int32; updates made so far.
+  c: Optional[optax.Updates]  # per-element estimate c(t); like params.
+  w2: Optional[optax.Updates]  # EMA of w^2 (S = 1 + w2); like params.
+  p_abs: Optional[optax.Updates]  # EMA of |w vbar| (robust only).
+  a: Optional[optax.Updates]  # smoothed per-leaf average; shape of the mean.
+
+
+def _average_axes(ndim: int, keep_axes: tuple[int, ...]) -> tuple[int, ...]:
+  return tuple(range(len(keep_axes), ndim))
+
+
+def correlation_numerator(
+    estimator: str = "correlation",
+    *,
+    beta: Any = 0.9999,
+    moment_beta: Any = 0.999,
+    huber_k: Any = 4.0,
+    average: bool = True,
+    smoothing: Optional[Any] = 0.1,
+    keep_axes: tuple[int, ...] = (),
+    eps: Any = 1e-8,
+    dtype: _base.DTypePolicy = None,
+) -> _base.AutoSGMBlock:
+  r"""Scale by an estimate ``a(t)`` of the optimal learning rate's numerator.
+
+  The optimal per-element learning rate is ``E[w g] / E[g^2]``; with the
+  denominator ``d`` in place it is ``E[w vbar] / d`` with ``vbar = H[g]/d``.
+  The estimators (free of the learning rate ``mu``, which comes last):
+
+  - ``"unity"``: ``a = 1`` (Adam, heavy ball, Nesterov).
+  - ``"moment"``: :math:`c_t = \beta c_{t-1} + (1-\beta) \bar u_t^2` with
+    ``ubar = g / d``; ``ahat = min(c, 1)``: a slow built-in warm-up.
+  - ``"correlation"``: :math:`S_t = 1 + \mathrm{EMA}_\beta(w^2)`,
+    :math:`c_t = \beta c_{t-1} + w_t \bar v_t`; ``ahat = min(|c|, S)``.
+  - ``"robust_correlation"``: as ``"correlation"`` with the input clipped,
+    :math:`x = \mathrm{sign}(p) \min(|p|, k E|p|) / S`, ``p = w vbar``,
+    ``E|p|`` an EMA with pole ``moment_beta`` that includes the current
+    ``|p|``.
+
+  Then ``ahat`` is averaged over each leaf (one value per parameter tensor,
+  or per index of the ``keep_axes`` leading axes for stacked layers) and
+  the average is smoothed, ``a_t = s a_{t-1} + (1 - s) mean(ahat)``.
+
+  The correlation estimators carry the units of ``w``: they are not
+  scale-invariant. Parameters with ``|w| < eps`` enter them as ``w + eps``
+  (computed on the fly; the parameters are never altered), so that a
+  zero-initialised leaf still trains.
+
+  Used alone (no denominator before it) ``d = 1``: the input is taken as both
+  the raw gradient and ``vbar``. Inside :func:`autosgm_optax.scale_by_autosgm`
+  it reads ``g / d`` and the filter's normalised output ``vbar`` (without
+  the decoupled-decay term). Needs ``params`` in ``update`` (all but
+  ``"unity"``), and refuses complex parameters (all but ``"unity"``).
+
+  Args:
+    estimator: one of ``"unity"``, ``"moment"``, ``"correlation"``,
+      ``"robust_correlation"``.
+    beta: pole of the estimators' EMAs, ``0 <= beta < 1``.
+    moment_beta: pole of the robust estimator's ``E|p|``, ``0 <= . < 1``.
+    huber_k: the robust clip's multiple ``k > 0``.
+    average: average ``ahat`` over each leaf.
+    smoothing: pole of the smoothing of the average, ``0 <= . < 1``, or None
+      for none. Needs ``average=True``.
+    keep_axes: leading axes the average keeps, e.g. ``(0,)`` for layers
+      stacked by ``nnx.scan`` (one value per layer). Must be ``(0, ..., k-1)``.
+    eps: the zero-parameter escape constant (1e-10 where eps is 0).
+    dtype: dtype of the state buffers: None (the parameters' dtype but at
+      least float32), ``"like_params"`` or a dtype.
+
+  Returns:
+    An :class:`AutoSGMBlock` for the ``numerator`` slot of
+    :func:`autosgm_optax.scale_by_autosgm`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from autosgm_optax import correlation_numerator
+    >>> tx = correlation_numerator("moment", average=False, smoothing=None)
+    >>> g = jnp.array([0.5, 2.0])
+    >>> a_g, _ = tx.update(g, tx.init(g), g)  # a = min(1e-4 g^2, 1)
+    >>> a_g
+    Array([1.25e-05, 8.00e-04], dtype=float32)
+  """
+  _base.check_choice("estimator", estimator, ESTIMATORS)
+  _base.check_range("beta", beta, 0.0, 1.0)
+  _base.check_range("moment_beta", moment_beta, 0.0, 1.0)
+  _base.check_range("huber_k", huber_k, 0.0, None, low_open=True)
+  _base.check_range("eps", eps, 0.0, None)
+  _base.check_dtype_policy("dtype", dtype)
+  if not isinstance(average, bool):
+    raise TypeError(f"average={average!r} must be a bool.")
+  if smoothing is not None:
+    _base.check_range("smoothing", smoothing, 0.0, 1.0)
+    if not average:
+      raise ValueError(
+          f"smoothing={smoothing!r} needs average=True (it smooths the "
+          "per-leaf average); pass smoothing=None with average=False.")
+  if not isinstance(keep_axes, tuple) or keep_axes != tuple(
+      range(len(keep_axes))):
+    raise ValueError(
+        f"keep_axes={keep_axes!r} must be a tuple of the leading axes "
+        "(0, 1, ..., k-1), e.g. (0,) for stacked layers.")
+
+  unity = estimator == "unity"
+  correlation = estimator in ("correlation", "robust_correlation")
+  robust = estimator == "robust_correlation"
+  smooth = average and smoothing is not None
+  if _base.is_number(eps):
+    escape = eps if eps > 0 else ZERO_ESCAPE_FALLBACK
+  else:
+    escape = jnp.where(eps > 0, eps, ZERO_ESCAPE_FALLBACK)
+
+  def init_fn(params):
+    count = jnp.zeros([], jnp.int32)
+    if unity:
+      return CorrelationNumeratorState(count, None, None, None, None)
+    for p in jax.tree.leaves(params):
+      if jnp.iscomplexobj(p):
+        raise TypeError(
+            f"numerator={estimator!r} does not support complex parameters "
+            f"(got a leaf of dtype {p.dtype}); use numerator='unity'.")
+    zeros = lambda: _base.zeros_like_tree(params, dtype)
+
+    def mean_zeros(p):
+      shape = jnp.shape(p)
+      k = len(keep_axes)
+      kept = shape[:k] + (1,) * max(len(shape) - k, 0)
+      return jnp.zeros(kept, _base.state_dtype(p.dtype, dtype))
+
+    return CorrelationNumeratorState(
+        count=count,
+        c=zeros(),
+        w2=zeros() if correlation else None,
+        p_abs=zeros() if robust else None,
+        a=jax.tree.map(mean_zeros, params) if smooth else None,
+    )
+
+  def leaf_step(g, vbar, d, w, c, w2, p_abs, a_prev):
+    dt = c.dtype
+    if estimator == "moment":
+      ubar = g if d is None else g / d
+      c = (1 - beta) * (ubar.astype(dt) ** 2) + beta * c
+      ahat = jnp.minimum(c, 1)
+    else:
+      w = w.astype(dt)
+      w = jnp.where(jnp.abs(w) < escape, w + escape, w)
+      w2 = (1 - beta) * (w * w) + beta * w2
+      bound = 1 + w2
+      p = w * vbar.astype(dt)
+      if robust:
+        p_abs = (1 - moment_beta) * jnp.abs(p) + moment_beta * p_abs
+        x = jnp.sign(p) * jnp.minimum(jnp.abs(p), huber_k * p_abs) / bound
+      else:
+        x = p
+      c = beta * c + x
+      ahat = jnp.minimum(jnp.abs(c), bound)
+    a = ahat
+    if average:
+      axes = _average_axes(ahat.ndim, keep_axes)
+      if axes:
+        a = jnp.mean(ahat, axis=axes, keepdims=True)
+    if smooth:
+      a = (1 - smoothing) * a + smoothing * a_prev
+    return a, c, w2, p_abs, (a if smooth else None)
+
+  def apply_fn(signal, state, params):
+    count_inc = optax.safe_increment(state.count)
+    if unity:
+      return signal, state._replace(count=count_inc)
+    _base.require_params(params, f"correlation_numerator({estimator!r})")
+    leaves, treedef = jax.tree.flatten(signal.grad)
+    n = len(leaves)
+
+    def flat(tree):
+      return [None] * n if tree is None else treedef.flatten_up_to(tree)
+
+    columns = zip(leaves, flat(signal.direction), flat(signal.denominator),
+                  flat(params), flat(state.c), flat(state.w2),
+                  flat(state.p_abs), flat(state.a))
+    results = [leaf_step(*col) for col in columns]
+    a, c, w2, p_abs, a_state = (list(r) for r in zip(*results)) if n else (
+        [],) * 5
+
+    def unflat(xs, like):
+      return None if like is None else treedef.unflatten(xs)
+
+    new_state = CorrelationNumeratorState(
+        count=count_inc,
+        c=unflat(c, state.c),
+        w2=unflat(w2, state.w2),
+        p_abs=unflat(p_abs, state.p_abs),
+        a=unflat(a_state, state.a),
+    )
+    return signal._replace(numerator=treedef.unflatten(a)), new_state
+
+  return _base.AutoSGMBlock(init_fn, apply_fn, kind="numerator")
