@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Optional
 
 import chex
@@ -32,11 +33,23 @@ def debias_divisor(count: chex.Array, beta: Any, gamma: Any, eta: Any) -> Any:
            \frac{\eta}{1 - \beta}
 
   Written so that at ``gamma = 0, eta = 1 - beta`` it is bit for bit Optax's
-  ``1 - beta**t`` (the factor is exactly 1.0), with Python or traced
-  hyperparameters.
+  ``1 - beta**t`` (the factor ``eta / (1 - beta)`` is exactly 1.0, computed
+  from the same ``beta``), with Python or traced hyperparameters.
   """
-  return ((1 - beta**count) - gamma * (1 - beta**(count - 1))) * (
-      eta / (1 - beta))
+  return _response(count, beta, gamma, eta / (1 - beta))
+
+
+def _response(count, beta, gamma, ratio):
+  return ((1 - beta**count) - gamma * (1 - beta**(count - 1))) * ratio
+
+
+@functools.partial(jax.jit, inline=True)
+def _debias(tree: Any, count: chex.Array, beta: Any, gamma: Any,
+            ratio: Any) -> Any:
+  # An inlined jit around the whole division, as optax.tree.bias_correction,
+  # so that the Adam point rounds as Optax's also when run without jit.
+  s = _response(count, beta, gamma, ratio)
+  return jax.tree.map(lambda t: t / s.astype(t.dtype), tree)
 
 
 def _is_one(x: Any) -> bool:
@@ -148,8 +161,7 @@ def lowpass_filter(
     m_new = jax.tree.map(moment, signal.grad, state.m)
     v = jax.tree.map(output, m_new, state.m, signal.grad)
     if debias:
-      s = debias_divisor(count_inc, beta, zero, gain)
-      v = jax.tree.map(lambda x: x / s.astype(x.dtype), v)
+      v = _debias(v, count_inc, beta, zero, gain / (1 - beta))
     new_state = LowpassFilterState(
         count=count_inc, m=_base.cast_tree(m_new, state.m))
     return signal._replace(direction=v), new_state

@@ -1,0 +1,120 @@
+"""The exact points: presets and autosgm(lr) against their Optax twins, bit for
+bit over 1000 float32 (and float64) steps, plain and under inject_hyperparams."""
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import autosgm_optax as asgm
+from autosgm_optax import presets
+from conftest import PROBLEMS, assert_bitwise_equal, run
+
+STEPS = 1000
+LR = 1e-2
+SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, LR, 100, STEPS, 1e-4)
+WD_SCHEDULE = optax.linear_schedule(1e-1, 1e-3, STEPS)
+
+
+def _mask(params):
+  return {k: k != "b1" and k != "x" for k in params}
+
+
+PAIRS = {
+    "sgd": (lambda: presets.sgd(LR), lambda: optax.sgd(LR)),
+    "phb": (lambda: presets.phb(LR, 0.9), lambda: optax.sgd(LR, 0.9)),
+    "sgd_momentum": (lambda: presets.sgd(LR, 0.95),
+                     lambda: optax.sgd(LR, 0.95)),
+    "nag": (lambda: presets.nag(LR, 0.9),
+            lambda: optax.sgd(LR, 0.9, nesterov=True)),
+    "nag_schedule": (lambda: presets.sgd(SCHEDULE, 0.9, nesterov=True),
+                     lambda: optax.sgd(SCHEDULE, 0.9, nesterov=True)),
+    "phb_schedule": (lambda: presets.phb(SCHEDULE, 0.8),
+                     lambda: optax.sgd(SCHEDULE, 0.8)),
+    "adam": (lambda: presets.adam(LR), lambda: optax.adam(LR)),
+    "adam_options": (lambda: presets.adam(LR, 0.8, 0.99, 1e-6, 1e-9),
+                     lambda: optax.adam(LR, 0.8, 0.99, 1e-6, 1e-9)),
+    "adam_b1_zero": (lambda: presets.adam(LR, b1=0.0),
+                     lambda: optax.adam(LR, b1=0.0)),
+    "adam_schedule": (lambda: presets.adam(SCHEDULE),
+                      lambda: optax.adam(SCHEDULE)),
+    "adamw": (lambda: presets.adamw(LR, weight_decay=0.1),
+              lambda: optax.adamw(LR, weight_decay=0.1)),
+    "adamw_default": (lambda: presets.adamw(LR), lambda: optax.adamw(LR)),
+    "adamw_schedules": (
+        lambda: presets.adamw(SCHEDULE, weight_decay=WD_SCHEDULE),
+        lambda: optax.adamw(SCHEDULE, weight_decay=WD_SCHEDULE)),
+    "adamw_mask": (lambda: presets.adamw(LR, weight_decay=0.1, mask=_mask),
+                   lambda: optax.adamw(LR, weight_decay=0.1, mask=_mask)),
+    "autosgm": (lambda: asgm.autosgm(LR), lambda: optax.adam(LR)),
+    "autosgm_schedule": (lambda: asgm.autosgm(SCHEDULE),
+                         lambda: optax.adam(SCHEDULE)),
+    "autosgm_decay": (lambda: asgm.autosgm(LR, weight_decay=0.05),
+                      lambda: optax.adamw(LR, weight_decay=0.05)),
+}
+
+INJECTED = {
+    "sgd": (lambda: optax.inject_hyperparams(presets.sgd)(LR, 0.9),
+            lambda: optax.inject_hyperparams(optax.sgd)(LR, 0.9)),
+    "nag": (lambda: optax.inject_hyperparams(presets.sgd)(LR, 0.9, True),
+            lambda: optax.inject_hyperparams(optax.sgd)(LR, 0.9, True)),
+    "adam": (lambda: optax.inject_hyperparams(presets.adam)(SCHEDULE),
+             lambda: optax.inject_hyperparams(optax.adam)(SCHEDULE)),
+    "adamw": (
+        lambda: optax.inject_hyperparams(presets.adamw)(
+            LR, weight_decay=WD_SCHEDULE),
+        lambda: optax.inject_hyperparams(optax.adamw)(
+            LR, weight_decay=WD_SCHEDULE)),
+    "autosgm": (lambda: optax.inject_hyperparams(asgm.autosgm)(LR),
+                lambda: optax.inject_hyperparams(optax.adam)(LR)),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_bit_identical_float32(name, problem):
+  ours, twin = PAIRS[name]
+  params, loss = PROBLEMS[problem](jnp.float32)
+  assert_bitwise_equal(run(ours(), params, loss, STEPS),
+                       run(twin(), params, loss, STEPS))
+
+
+@pytest.mark.parametrize("name", sorted(INJECTED))
+def test_injected_bit_identical(name):
+  ours, twin = INJECTED[name]
+  params, loss = PROBLEMS["mlp"](jnp.float32)
+  assert_bitwise_equal(run(ours(), params, loss, STEPS),
+                       run(twin(), params, loss, STEPS))
+
+
+@pytest.mark.parametrize("name", ["phb", "nag", "adam", "adamw_schedules",
+                                  "autosgm"])
+def test_bit_identical_float64(name, enable_x64):
+  ours, twin = PAIRS[name]
+  params, loss = PROBLEMS["mlp"](jnp.float64)
+  result = run(ours(), params, loss, STEPS)
+  assert result["w1"].dtype == jnp.float64
+  assert_bitwise_equal(result, run(twin(), params, loss, STEPS))
+
+
+def test_trajectories_actually_move():
+  """Guards the comparisons above against a vacuous pass (no motion)."""
+  params, loss = PROBLEMS["mlp"](jnp.float32)
+  final = run(presets.adam(LR), params, loss, STEPS)
+  assert float(loss(final)) < 0.5 * float(loss(params))
+
+
+def test_bf16_state_dtypes_follow_optax():
+  params = {"w": jnp.ones((4, 3), jnp.bfloat16)}
+  grads = {"w": jnp.full((4, 3), 0.5, jnp.bfloat16)}
+  for ours, twin in ((presets.adam(LR), optax.adam(LR)),
+                     (presets.adam(LR, mu_dtype=jnp.float32),
+                      optax.adam(LR, mu_dtype=jnp.float32)),
+                     (presets.sgd(LR, 0.9), optax.sgd(LR, 0.9))):
+    s_ours, s_twin = ours.init(params), twin.init(params)
+    big = lambda s: sorted(str(x.dtype) for x in jax.tree.leaves(s)
+                           if x.ndim)
+    assert big(s_ours) == big(s_twin)
+    u_ours, _ = ours.update(grads, s_ours, params)
+    u_twin, _ = twin.update(grads, s_twin, params)
+    assert_bitwise_equal(u_ours, u_twin)
