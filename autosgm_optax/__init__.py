@@ -22,6 +22,7 @@ from autosgm_optax._window import WindowState
 from autosgm_optax._window import raised_cosine_schedule
 from autosgm_optax._window import raised_cosine_window
 from autosgm_optax._window import scale_by_window
+from autosgm_optax._window import window_schedule
 
 __version__ = "0.1.0"
 
@@ -47,4 +48,5 @@ __all__ = (
     "scale_by_autosgm",
     "scale_by_learning_rate",
     "scale_by_window",
+    "window_schedule",
 )

@@ -1,16 +1,40 @@
-"""The window F(t): a learning-rate multiplier in [floor, 1] over frames."""
+"""The window F(t): a learning-rate multiplier in [floor, 1] over frames.
+
+Every window is a pure function of the step count (an ``optax.Schedule``),
+usable inside ``jax.jit`` with a traced count; :func:`scale_by_window` turns
+one (or a number) into the block of the ``window`` slot.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import chex
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from autosgm_optax import _base
 
 Window = Union[optax.Schedule, float, chex.Array, _base.AutoSGMBlock]
+
+#: The shapes phi(f), phi(0) = 1, phi(1) = 0, and their shape parameter with
+#: its default: (name of the keyword, default).
+SHAPES = {
+    "flat": (None, None),
+    "raised_cosine": ("order", 2),
+    "polynomial": ("order", 1),
+    "beta_exponential": ("base", 0.01),
+    "simple_polynomial": ("order", 2),
+    "sigmoid": ("rate", 4),
+    "late_sigmoid": ("rate", 4),
+}
+
+#: Inflection points of the base-2 logistic shapes (SPEC section 5).
+_SIGMOID_CENTRE = {"sigmoid": 0.5, "late_sigmoid": 0.875}
+
+#: The golden-ratio step of the Kronecker low-discrepancy sequence.
+KRONECKER_STEP = 0.6180339887
 
 
 class WindowState(NamedTuple):
@@ -59,10 +83,187 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
   return _base.AutoSGMBlock(init_fn, apply_fn, kind="window")
 
 
-def _check_window_options(length, floor, flat_top):
-  _base.check_range("length", length, 1.0, None, high_open=True)
+def _shape_fn(shape: str, param: Any):
+  """phi(f) for f in [0, 1], written for NumPy and jax.numpy alike."""
+  if shape == "flat":
+    return lambda f, xp: xp.ones_like(f)
+  if shape == "raised_cosine":
+    return lambda f, xp: xp.cos(np.pi * f / 2) ** param
+  if shape == "polynomial":
+    return lambda f, xp: (1 - f) ** param
+  if shape == "beta_exponential":
+    return lambda f, xp: (param ** f - param) / (1 - param)
+  if shape == "simple_polynomial":
+    return lambda f, xp: (1 - f ** param) ** 2
+  centre = _SIGMOID_CENTRE[shape]
+
+  def sigmoid(f, xp):
+    s = lambda x: 1 / (1 + 2.0 ** (2 * param * (x - centre)))
+    return (s(f) - s(1.0)) / (s(0.0) - s(1.0))
+
+  return sigmoid
+
+
+def _check_options(shape, length, param_name, param, floor, flat_top, stairs,
+                   steps_per_epoch, full, restarts, kronecker):
+  _base.check_choice("shape", shape, tuple(SHAPES))
+  _base.check_range("length", length, 1.0, None)
   _base.check_range("floor", floor, 0.0, 1.0, high_open=False)
   _base.check_range("flat_top", flat_top, 0.0, 1.0)
+  for name, flag in (("full", full), ("restarts", restarts),
+                     ("kronecker", kronecker)):
+    if not isinstance(flag, bool):
+      raise TypeError(f"{name}={flag!r} must be a bool.")
+  _base.check_range("stairs", stairs, 1.0, None)
+  if _base.is_number(stairs) and stairs != int(stairs):
+    raise ValueError(f"stairs={stairs!r} must be a whole number >= 1.")
+  if steps_per_epoch is not None:
+    _base.check_range("steps_per_epoch", steps_per_epoch, 1.0, None)
+  if param_name == "order":
+    _base.check_range("order", param, 0.0, None, low_open=True)
+  elif param_name == "rate":
+    _base.check_range("rate", param, 0.0, None, low_open=True)
+  elif param_name == "base":
+    _base.check_range("base", param, 0.0, None, low_open=True)
+    if _base.is_number(param) and param == 1:
+      raise ValueError("base=1 makes the beta-exponential shape 0/0; the "
+                       "valid range is (0, 1) or (1, inf).")
+  if kronecker:
+    if full or not (_base.is_number(flat_top) and flat_top == 0):
+      raise ValueError(
+          f"kronecker=True needs a half window without a flat top (got "
+          f"full={full!r}, flat_top={flat_top!r}): the sorted sequence is "
+          "ill-defined otherwise.")
+    if not (_base.is_number(length) and length == int(length)):
+      raise ValueError(f"kronecker=True needs a whole-number length, got "
+                       f"length={length!r}.")
+
+
+def window_schedule(
+    length: Any,
+    shape: str = "raised_cosine",
+    *,
+    order: Optional[Any] = None,
+    base: Optional[Any] = None,
+    rate: Optional[Any] = None,
+    floor: Any = 0.0,
+    full: bool = False,
+    flat_top: Any = 0.0,
+    stairs: Any = 1,
+    restarts: bool = False,
+    steps_per_epoch: Optional[Any] = None,
+    kronecker: bool = False,
+) -> optax.Schedule:
+  r"""A window ``F(count)`` in ``[floor, 1]`` as an ``optax.Schedule``.
+
+  With ``k`` the count (or the epoch ``count // steps_per_epoch``, so that F
+  is constant within an epoch) and ``f = (k mod length) / length`` (warm
+  restarts) or ``f = min(k / length, 1)``, in this order:
+
+  1. full window (warm up, then anneal): :math:`f \leftarrow |2f - 1|`;
+  2. flat top with coverage ``e``: ``F = 1`` while ``f < e``, else
+     :math:`f \leftarrow (f - e)/(1 - e)`;
+  3. staircase of ``m = stairs`` sub-decays: with
+     :math:`i = \max(1, \lceil m f \rceil)`,
+     :math:`P = (m - i + \phi(m f - i + 1)) / m` (``P = phi(f)`` for m = 1);
+  4. floor: :math:`F = x + (1 - x) P`.
+
+  The shapes :math:`\phi`, each with :math:`\phi(0) = 1, \phi(1) = 0`:
+  ``"flat"`` (1: window off), ``"raised_cosine"``
+  :math:`\cos(\pi f / 2)^n` (``order`` n, default 2: cosine annealing,
+  equal to ``optax.cosine_decay_schedule``), ``"polynomial"``
+  :math:`(1 - f)^n` (``order``, default 1: ``optax.linear_schedule``),
+  ``"beta_exponential"`` :math:`(b^f - b)/(1 - b)` (``base`` b, default
+  0.01), ``"simple_polynomial"`` :math:`(1 - f^k)^2` (``order`` k, default
+  2), ``"sigmoid"`` and ``"late_sigmoid"``: the base-2 logistic
+  :math:`s(f) = 1/(1 + 2^{2 r (f - c)})` with inflection ``c = 0.5`` or
+  ``c = 0.875``, normalised as :math:`(s(f) - s(1))/(s(0) - s(1))` (``rate``
+  r, default 4).
+
+  With ``kronecker=True`` (half windows only, no flat top) the frame visits
+  the window's values at the low-discrepancy points
+  ``frac(j * 0.6180339887)``, ``j = 0..length-1``, sorted from largest to
+  smallest: ``F(k) = K[k mod length]``. The table ``K`` is computed here,
+  once, and indexed with the traced count; it starts at 1 and never reaches
+  the floor (its points never reach f = 1).
+
+  A half window starts at 1 and, without restarts, is at the floor from
+  count ``length`` on (with restarts it is 1 again there); a full window
+  starts at the floor and peaks at ``length / 2``.
+
+  Args:
+    length: frame length ``>= 1``, in steps (or epochs with
+      ``steps_per_epoch``).
+    shape: one of ``"flat"``, ``"raised_cosine"``, ``"polynomial"``,
+      ``"beta_exponential"``, ``"simple_polynomial"``, ``"sigmoid"``,
+      ``"late_sigmoid"``.
+    order: the order ``n`` (or ``k``) of ``"raised_cosine"``,
+      ``"polynomial"`` and ``"simple_polynomial"``, ``> 0``.
+    base: the base ``b`` of ``"beta_exponential"``, ``> 0`` and not 1.
+    rate: the rate ``r`` of the sigmoids, ``> 0``.
+    floor: the floor ``x`` in ``[0, 1]``.
+    full: a full window (warm up, then anneal) instead of a half window.
+    flat_top: coverage ``e`` in ``[0, 1)`` held at 1.
+    stairs: ``m >= 1`` stacked sub-decays in a frame.
+    restarts: start a new frame when one ends; otherwise hold the end.
+    steps_per_epoch: count the frame in epochs of this many steps (F is
+      constant within an epoch); None counts steps.
+    kronecker: low-discrepancy ordering of the frame's values.
+
+  Returns:
+    A schedule ``count -> F(count)``.
+
+  Example:
+    >>> from autosgm_optax import window_schedule
+    >>> F = window_schedule(4, "polynomial", floor=0.2)
+    >>> [round(float(F(k)), 4) for k in range(6)]
+    [1.0, 0.8, 0.6, 0.4, 0.2, 0.2]
+  """
+  param_name, default = SHAPES.get(shape, (None, None))
+  given = {"order": order, "base": base, "rate": rate}
+  for name, value in given.items():
+    if value is not None and name != param_name:
+      raise ValueError(
+          f"{name}={value!r} has no meaning for shape={shape!r}"
+          + (f" (its parameter is {param_name!r})." if param_name else "."))
+  param = given.get(param_name) if param_name else None
+  param = default if param is None else param
+  _check_options(shape, length, param_name, param, floor, flat_top, stairs,
+                 steps_per_epoch, full, restarts, kronecker)
+  phi = _shape_fn(shape, param)
+
+  def fold(f, xp):
+    """Steps 1-4 for a frame position f in [0, 1] (NumPy or jax.numpy)."""
+    if full:
+      f = xp.abs(2 * f - 1)
+    top = f < flat_top
+    f = xp.where(top, 0.0, (f - flat_top) / (1 - flat_top))
+    if _base.is_number(stairs) and stairs == 1:
+      p = phi(f, xp)
+    else:
+      i = xp.maximum(1, xp.ceil(stairs * f))
+      p = (stairs - i + phi(stairs * f - i + 1, xp)) / stairs
+    return xp.where(top, 1.0, floor + (1 - floor) * p)
+
+  if kronecker:
+    n = int(length)
+    points = np.mod(np.arange(n) * KRONECKER_STEP, 1.0)
+    table = np.sort(np.asarray(fold(points, np), np.float64))[::-1]
+
+  def schedule(count):
+    k = jnp.asarray(count)
+    if steps_per_epoch is not None:
+      k = k // steps_per_epoch
+    if kronecker:
+      index = jnp.mod(k, n) if restarts else jnp.minimum(k, n - 1)
+      return jnp.asarray(table, jnp.result_type(float))[index]
+    if restarts:
+      f = jnp.mod(k, length) / length
+    else:
+      f = jnp.minimum(k / length, 1)
+    return fold(f, jnp)
+
+  return schedule
 
 
 def raised_cosine_schedule(
@@ -74,20 +275,11 @@ def raised_cosine_schedule(
     flat_top: Any = 0.0,
     restarts: bool = False,
 ) -> optax.Schedule:
-  r"""The raised-cosine window as an ``optax.Schedule`` of the step count.
+  r"""The raised-cosine window :math:`x + (1 - x)\cos(\pi f / 2)^n`.
 
-  With ``f = (count mod length) / length`` (restarts) or
-  ``f = min(count / length, 1)`` (no restarts):
-
-  .. math::
-    f \leftarrow |2f - 1| \ \text{(full window)}, \quad
-    f \leftarrow \frac{f - e}{1 - e} \ \text{past the flat top } e, \quad
-    F = x + (1 - x) \cos\left(\frac{\pi f}{2}\right)^n,
-
-  and ``F = 1`` while ``f < e``. Order 2 is cosine annealing: the half window
-  equals ``optax.cosine_decay_schedule(1.0, length, alpha=floor)``. A half
-  window starts at 1 and reaches the floor at count ``length``; a full window
-  warms up from the floor to 1 at ``length / 2`` and anneals back.
+  :func:`window_schedule` with ``shape="raised_cosine"``; see there. Order 2
+  is cosine annealing: the half window equals
+  ``optax.cosine_decay_schedule(1.0, length, alpha=floor)``.
 
   Args:
     length: frame length in steps, ``>= 1``.
@@ -107,26 +299,8 @@ def raised_cosine_schedule(
     >>> [round(float(F(k)), 4) for k in range(5)]
     [1.0, 0.8682, 0.55, 0.2318, 0.1]
   """
-  _check_window_options(length, floor, flat_top)
-  _base.check_range("order", order, 0.0, None, low_open=True)
-  for name, flag in (("full", full), ("restarts", restarts)):
-    if not isinstance(flag, bool):
-      raise TypeError(f"{name}={flag!r} must be a bool.")
-
-  def schedule(count):
-    count = jnp.asarray(count)
-    if restarts:
-      f = jnp.mod(count, length) / length
-    else:
-      f = jnp.minimum(count / length, 1)
-    if full:
-      f = jnp.abs(2 * f - 1)
-    top = f < flat_top
-    f = jnp.where(top, 0.0, (f - flat_top) / (1 - flat_top))
-    phi = jnp.cos(jnp.pi * f / 2) ** order
-    return jnp.where(top, 1.0, floor + (1 - floor) * phi)
-
-  return schedule
+  return window_schedule(length, "raised_cosine", order=order, floor=floor,
+                         full=full, flat_top=flat_top, restarts=restarts)
 
 
 def raised_cosine_window(
@@ -141,7 +315,8 @@ def raised_cosine_window(
   """The raised-cosine window as a block for the ``window`` slot.
 
   Scales its input by :func:`raised_cosine_schedule` evaluated at the count of
-  updates made so far; see there for the arguments.
+  updates made so far; see there for the arguments. Any other window is
+  ``scale_by_window(window_schedule(...))``.
 
   Returns:
     An :class:`AutoSGMBlock` for the ``window`` slot.
@@ -170,6 +345,3 @@ def as_window_block(window: Window) -> _base.AutoSGMBlock:
           f"window={window!r} is a {window.kind!r} block, not a window.")
     return window
   return scale_by_window(window)
-
-
-WindowLike = Union[Window, Callable[[chex.Numeric], chex.Numeric]]
