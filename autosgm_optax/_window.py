@@ -257,10 +257,13 @@ def window_schedule(
     if kronecker:
       index = jnp.mod(k, n) if restarts else jnp.minimum(k, n - 1)
       return jnp.asarray(table, jnp.result_type(float))[index]
+    # An int count divided by an int length is float32 even under x64: take
+    # the default float dtype first (float64 runs stay float64).
+    real = jnp.result_type(float)
     if restarts:
-      f = jnp.mod(k, length) / length
+      f = jnp.mod(k, length).astype(real) / length
     else:
-      f = jnp.minimum(k / length, 1)
+      f = jnp.minimum(k.astype(real) / length, 1)
     return fold(f, jnp)
 
   return schedule
