@@ -10,6 +10,7 @@ from autosgm_optax._base import LIKE_PARAMS
 from autosgm_optax._decay import WeightDecayState
 from autosgm_optax._decay import coupled_decay
 from autosgm_optax._decay import decoupled_decay
+from autosgm_optax._decay import default_weight_decay_mask
 from autosgm_optax._denominator import MomentDenominatorState
 from autosgm_optax._denominator import moment_denominator
 from autosgm_optax._filter import LowpassFilterState
@@ -18,6 +19,9 @@ from autosgm_optax._learning_rate import ScaleByLearningRateState
 from autosgm_optax._learning_rate import scale_by_learning_rate
 from autosgm_optax._numerator import CorrelationNumeratorState
 from autosgm_optax._numerator import correlation_numerator
+from autosgm_optax._readers import effective_learning_rate
+from autosgm_optax._readers import effective_learning_rates
+from autosgm_optax._readers import numerator_values
 from autosgm_optax._window import WindowState
 from autosgm_optax._window import raised_cosine_schedule
 from autosgm_optax._window import raised_cosine_window
@@ -40,8 +44,12 @@ __all__ = (
     "correlation_numerator",
     "coupled_decay",
     "decoupled_decay",
+    "default_weight_decay_mask",
+    "effective_learning_rate",
+    "effective_learning_rates",
     "lowpass_filter",
     "moment_denominator",
+    "numerator_values",
     "presets",
     "raised_cosine_schedule",
     "raised_cosine_window",

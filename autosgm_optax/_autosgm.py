@@ -160,9 +160,9 @@ def autosgm(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     decay: str = "decoupled",
     decay_factor: Any = 1.0,
-    decay_mask: Mask = None,
+    weight_decay_mask: Mask = None,
     maximize: bool = False,
-    state_dtype: _base.DTypePolicy = None,
+    filter_dtype: Optional[Any] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AutoSGM: a lowpass filter and an iteration-dependent learning rate.
 
@@ -213,10 +213,15 @@ def autosgm(
     decay: ``"decoupled"`` (AdamW's, scaled by ``decay_factor``) or
       ``"coupled"`` (L2, added to the gradient).
     decay_factor: ``c_rho >= 0`` of decoupled decay (1 is AdamW's).
-    decay_mask: a tree of bools or a callable; False leaves are not decayed.
+    weight_decay_mask: a tree of bools like the parameters, or a callable
+      returning one (e.g. :func:`default_weight_decay_mask`); False leaves
+      are not decayed. Under ``optax.inject_hyperparams`` pass a callable
+      through ``static_args=("weight_decay_mask",)``.
     maximize: ascend instead of descend.
-    state_dtype: None (the parameters' dtype, at least float32),
-      ``"like_params"`` or a dtype for all state buffers.
+    filter_dtype: dtype of the filter's buffer; None for the parameters'
+      dtype but at least float32 (as every other buffer, always). bfloat16
+      halves the filter's memory; the moment and numerator EMAs stay float32
+      (with pole 0.999 a bfloat16 EMA never moves).
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -250,21 +255,22 @@ def autosgm(
     if not isinstance(flag, bool):
       raise TypeError(f"{name}={flag!r} must be a bool.")
 
+  _base.check_dtype_policy("filter_dtype", filter_dtype)
   filter_block = lowpass_filter(beta, gamma, eta, debias=debias,
-                                dtype=state_dtype)
+                                dtype=filter_dtype)
   denominator_block = moment_denominator(
-      moment_beta, eps, eps_root, dtype=state_dtype) if denominator else None
+      moment_beta, eps, eps_root) if denominator else None
   numerator_block = None if numerator == "unity" else correlation_numerator(
       numerator, beta=numerator_beta, moment_beta=moment_beta,
       huber_k=huber_k, average=numerator_average,
-      smoothing=numerator_smoothing, keep_axes=numerator_keep_axes, eps=eps,
-      dtype=state_dtype)
+      smoothing=numerator_smoothing, keep_axes=numerator_keep_axes, eps=eps)
   if _base.is_number(weight_decay) and weight_decay == 0:
     decay_block = None  # no work, no read of the parameters
   elif decay == "coupled":
-    decay_block = coupled_decay(weight_decay, mask=decay_mask)
+    decay_block = coupled_decay(weight_decay, mask=weight_decay_mask)
   else:
-    decay_block = decoupled_decay(weight_decay, decay_factor, mask=decay_mask)
+    decay_block = decoupled_decay(weight_decay, decay_factor,
+                                  mask=weight_decay_mask)
   core = scale_by_autosgm(
       filter=filter_block, denominator=denominator_block, decay=decay_block,
       numerator=numerator_block, window=window)

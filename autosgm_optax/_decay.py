@@ -132,3 +132,49 @@ def coupled_decay(
     Array([1.5, 0. ], dtype=float32)
   """
   return _decay_block(rate, 1.0, mask, coupled=True, name="coupled_decay")
+
+
+#: Leaf names that are never decayed by :func:`default_weight_decay_mask`:
+#: Flax's and Equinox's biases and normalisation scales.
+NO_DECAY_NAMES = frozenset({"bias", "scale"})
+
+
+def _key_name(key: Any) -> Optional[str]:
+  for attr in ("key", "name"):  # DictKey / FlattenedIndexKey, GetAttrKey
+    name = getattr(key, attr, None)
+    if isinstance(name, str):
+      return name
+  return None
+
+
+def default_weight_decay_mask(params: Any) -> Any:
+  """A decay mask that exempts biases and normalisation scales.
+
+  A leaf is decayed when it has at least two dimensions and its name (the
+  last dict key or attribute on its path) is not ``"bias"`` or ``"scale"``.
+  So kernels and embeddings are decayed, while biases and LayerNorm /
+  BatchNorm / RMSNorm scales are not, also when ``nnx.scan`` stacks them
+  into matrices (their names give them away) and in Equinox modules, whose
+  1-D norm ``weight`` falls to the dimension rule. Works on nested dicts,
+  Flax NNX states and any pytree.
+
+  Args:
+    params: the parameters (or a tree like them).
+
+  Returns:
+    A tree of bools like ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from autosgm_optax import default_weight_decay_mask
+    >>> params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)},
+    ...           "norm": {"scale": jnp.ones((4, 2))}}
+    >>> default_weight_decay_mask(params)
+    {'dense': {'bias': False, 'kernel': True}, 'norm': {'scale': False}}
+  """
+
+  def decide(path, leaf):
+    name = _key_name(path[-1]) if path else None
+    return jnp.ndim(leaf) >= 2 and name not in NO_DECAY_NAMES
+
+  return jax.tree_util.tree_map_with_path(decide, params)

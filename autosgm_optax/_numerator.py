@@ -25,7 +25,7 @@ class CorrelationNumeratorState(NamedTuple):
   c: Optional[optax.Updates]  # per-element estimate c(t); like params.
   w2: Optional[optax.Updates]  # EMA of w^2 (S = 1 + w2); like params.
   p_abs: Optional[optax.Updates]  # EMA of |w vbar| (robust only).
-  a: Optional[optax.Updates]  # smoothed per-leaf average; shape of the mean.
+  a: Optional[optax.Updates]  # (smoothed) per-leaf average; shape of the mean.
 
 
 def _average_axes(ndim: int, keep_axes: tuple[int, ...]) -> tuple[int, ...]:
@@ -154,7 +154,7 @@ def correlation_numerator(
         c=zeros(),
         w2=zeros() if correlation else None,
         p_abs=zeros() if robust else None,
-        a=jax.tree.map(mean_zeros, params) if smooth else None,
+        a=jax.tree.map(mean_zeros, params) if average else None,
     )
 
   def leaf_step(g, vbar, d, w, c, w2, p_abs, a_prev):
@@ -183,7 +183,7 @@ def correlation_numerator(
         a = jnp.mean(ahat, axis=axes, keepdims=True)
     if smooth:
       a = (1 - smoothing) * a + smoothing * a_prev
-    return a, c, w2, p_abs, (a if smooth else None)
+    return a, c, w2, p_abs, (a if average else None)
 
   def apply_fn(signal, state, params):
     count_inc = optax.safe_increment(state.count)

@@ -41,6 +41,7 @@ class WindowState(NamedTuple):
   """State of a window block."""
 
   count: chex.Array  # shape=(), dtype=jnp.int32; updates made so far.
+  value: chex.Array  # shape=(); F of the last update (0 before the first).
 
 
 def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
@@ -71,14 +72,15 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
   _base.check_type("window", window, allow_schedule=True)
 
   def init_fn(params):
-    del params
-    return WindowState(count=jnp.zeros([], jnp.int32))
+    return WindowState(count=jnp.zeros([], jnp.int32),
+                       value=jnp.zeros([], _base.scalar_dtype(params)))
 
   def apply_fn(signal, state, params):
     del params
     value = _base.evaluate(window, state.count)
-    return (signal._replace(window=value),
-            WindowState(count=optax.safe_increment(state.count)))
+    new_state = WindowState(count=optax.safe_increment(state.count),
+                            value=jnp.asarray(value, state.value.dtype))
+    return signal._replace(window=value), new_state
 
   return _base.AutoSGMBlock(init_fn, apply_fn, kind="window")
 

@@ -94,7 +94,10 @@ BAD = [
 
 def _ids(case):
   factory, kwargs, _, _ = case
-  return f"{factory.__name__}-{'-'.join(map(str, kwargs.items()))}"
+  simple = (int, float, str, bool, tuple, type(None))
+  parts = [f"{k}={v!r}" if type(v) in simple else f"{k}={type(v).__name__}"
+           for k, v in kwargs.items()]
+  return f"{factory.__name__}-{'-'.join(parts)}"
 
 
 @pytest.mark.parametrize("case", BAD, ids=[_ids(c) for c in BAD])

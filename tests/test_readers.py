@@ -1,0 +1,134 @@
+"""Readers of the effective learning rate and the numerator, found through
+Optax wrappers and a Flax nnx.Optimizer; the default decay mask."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import autosgm_optax as asgm
+
+LR = 0.1
+TAU = 10
+
+
+def _tx(**kwargs):
+  return asgm.autosgm(LR, numerator="correlation",
+                      window=asgm.raised_cosine_window(TAU, floor=0.1),
+                      **kwargs)
+
+
+def _steps(tx, params, n):
+  state = tx.init(params)
+  for _ in range(n):
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    _, state = tx.update(grads, state, params)
+  return state
+
+
+PARAMS = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+F = asgm.raised_cosine_schedule(TAU, floor=0.1)
+
+
+@pytest.mark.parametrize("wrap", ["bare", "chain", "masked", "inject",
+                                  "apply_if_finite", "multisteps"])
+def test_effective_learning_rate_through_wrappers(wrap):
+  tx = {
+      "bare": lambda: _tx(),
+      "chain": lambda: optax.chain(optax.clip_by_global_norm(1.0), _tx()),
+      "masked": lambda: optax.masked(_tx(), {"w": True, "b": True}),
+      "inject": lambda: optax.inject_hyperparams(asgm.autosgm)(
+          LR, numerator="correlation", window=F),
+      "apply_if_finite": lambda: optax.apply_if_finite(_tx(), 3),
+      "multisteps": lambda: optax.MultiSteps(_tx(), 1),
+  }[wrap]()
+  state = _steps(tx, PARAMS, 4)
+  np.testing.assert_allclose(float(asgm.effective_learning_rate(state)),
+                             LR * float(F(3)), rtol=1e-6)
+  values = asgm.numerator_values(state)
+  assert len(values) == 1
+  a = next(iter(values.values()))
+  assert a["w"].shape == (1, 1) and float(a["w"][0, 0]) > 0
+
+
+def test_partition_gives_one_rate_per_group():
+  tx = optax.partition(
+      {"fast": asgm.autosgm(1.0), "slow": _tx()},
+      {"w": "fast", "b": "slow"})
+  state = _steps(tx, PARAMS, 3)
+  rates = asgm.effective_learning_rates(state)
+  assert sorted(float(r) for r in rates.values()) == pytest.approx(
+      sorted([1.0, LR * float(F(2))]), rel=1e-6)
+  with pytest.raises(ValueError, match="found 2"):
+    asgm.effective_learning_rate(state)
+
+
+def test_numerator_values_match_the_estimate():
+  params = {"w": jnp.array([1.0, -2.0, 3.0])}
+  g = {"w": jnp.array([0.5, 0.5, -1.0])}
+  tx = asgm.autosgm(LR, numerator="correlation", numerator_average=False,
+                    numerator_smoothing=None, denominator=False, beta=0.0,
+                    gamma=0.0, numerator_beta=0.5)
+  _, state = tx.update(g, tx.init(params), params)
+  (a,) = asgm.numerator_values(state).values()
+  w, v = np.asarray(params["w"]), np.asarray(g["w"])
+  expected = np.minimum(np.abs(w * v), 1 + 0.5 * w ** 2)  # c(1) = w vbar
+  np.testing.assert_allclose(np.asarray(a["w"]), expected, rtol=1e-6)
+
+
+def test_readers_find_state_inside_nnx_optimizer():
+  nnx = pytest.importorskip("flax.nnx")
+  model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, _tx(), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer, x):
+    loss = lambda m: jnp.mean(m(x) ** 2)
+    grads = nnx.grad(loss)(model)
+    optimizer.update(model, grads)
+
+  x = jnp.ones((4, 3))
+  for _ in range(3):
+    step(model, optimizer, x)
+  np.testing.assert_allclose(float(asgm.effective_learning_rate(optimizer)),
+                             LR * float(F(2)), rtol=1e-6)
+  (a,) = asgm.numerator_values(optimizer).values()
+  assert set(jax.tree.leaves(jax.tree.map(lambda x: x.shape, a))) == {1}
+
+
+def test_default_weight_decay_mask_rules():
+  params = {
+      "dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
+      "stack": {"kernel": jnp.ones((2, 3, 3)), "bias": jnp.ones((2, 3)),
+                "scale": jnp.ones((2, 3))},
+      "embed": {"embedding": jnp.ones((10, 4))},
+      "vec": jnp.ones(5),
+  }
+  mask = asgm.default_weight_decay_mask(params)
+  assert mask == {
+      "dense": {"kernel": True, "bias": False},
+      "stack": {"kernel": True, "bias": False, "scale": False},
+      "embed": {"embedding": True}, "vec": False}
+
+
+def test_default_mask_in_autosgm_exempts_biases():
+  params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  tx = asgm.autosgm(LR, weight_decay=0.5,
+                    weight_decay_mask=asgm.default_weight_decay_mask)
+  u, _ = tx.update(zeros, tx.init(params), params)
+  np.testing.assert_allclose(np.asarray(u["kernel"]), -LR * 0.5, rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(u["bias"]), 0.0)
+
+
+def test_filter_dtype_bfloat16_only_the_filter():
+  params = {"w": jnp.ones((4, 4), jnp.float32)}
+  tx = asgm.autosgm(LR, numerator="correlation", filter_dtype=jnp.bfloat16)
+  state = tx.init(params)
+  core = state[0]
+  assert core.filter.m["w"].dtype == jnp.bfloat16
+  assert core.denominator.nu["w"].dtype == jnp.float32
+  assert core.numerator.c["w"].dtype == jnp.float32
+  _, new_state = jax.jit(tx.update)({"w": jnp.ones((4, 4))}, state, params)
+  assert new_state[0].filter.m["w"].dtype == jnp.bfloat16
