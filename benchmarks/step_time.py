@@ -1,0 +1,455 @@
+"""Step-time benchmark of autosgm_optax against its Optax twins and a floor.
+
+Targets (SPEC.md, section 11, "Step-time targets"):
+
+- presets (``presets.sgd/nag/adam/adamw`` and ``autosgm(lr)``, the Adam
+  point): XLA cost-analysis bytes accessed <= 1.0x their Optax twins (the
+  deterministic gate), and time within the control row's spread of 1.0x;
+- the full configuration (``autosgm(lr, gamma=0.5528,
+  numerator="correlation", window=raised_cosine_window(1000),
+  weight_decay=1e-4)``, with and without the numerator's per-leaf
+  averaging): <= 1.3x (goal 1.15x) a floor kernel timed in the same run.
+  The floor is a hand-written jnp step that streams the same buffers (reads
+  the parameters, the gradient and the same number of per-element state
+  buffers, writes the new state buffers and the new parameters) with
+  trivial arithmetic; for the averaged variant it also has a per-leaf
+  reduction whose result scales the final update.
+
+Every step is ``(params, state, grads) -> (new_params, new_state)`` (update
+plus ``optax.apply_updates``), jitted with ``donate_argnums=(0, 1)`` and
+compiled once; the same executable gives XLA's cost analysis and is timed.
+All optimizers are timed interleaved: round r runs step r of every
+optimizer (the order rotated by one each round, so that no optimizer always
+follows the same one), each call followed by ``block_until_ready``. The
+table reports per-optimizer medians. The control row times two independent
+copies of ``optax.adam`` against each other: its ratio shows the noise.
+
+Usage:
+  python benchmarks/step_time.py                 # sizes 1e6, 1e7
+  python benchmarks/step_time.py --quick         # a smoke run (seconds)
+  python benchmarks/step_time.py --sizes 1e6 --steps 101
+
+Prints to stdout only; writes no files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import autosgm_optax as asgm
+from autosgm_optax import presets
+
+LR = 1e-3
+FULL_KWARGS = dict(gamma=0.5528, numerator="correlation", weight_decay=1e-4)
+FLOOR_TARGET = 1.3
+FLOOR_GOAL = 1.15
+BYTES_TARGET = 1.0
+
+
+# ---------------------------------------------------------------------------
+# parameters and gradients
+
+
+def leaf_shapes(total: int, leaves: int) -> list[tuple[int, ...]]:
+  """``leaves`` shapes (matrices and vectors) holding exactly ``total``
+  elements: matrices of varied widths carry most of the weight, one leaf in
+  three is a vector (a bias or a norm scale), the last leaf is a vector that
+  takes the remainder."""
+  if leaves < 1:
+    raise ValueError("--leaves must be >= 1")
+  kinds = ["vector" if (i % 3 == 2 or i == leaves - 1) else "matrix"
+           for i in range(leaves)]
+  weights = [0.05 if k == "vector" else 1.0 + 0.5 * (i % 4)
+             for i, k in enumerate(kinds)]
+  widths = (128, 256, 512, 1024, 384)
+  shapes, used = [], 0
+  for i, (kind, w) in enumerate(zip(kinds, weights)):
+    if i == leaves - 1:
+      size = max(total - used, 1)
+      shapes.append((size,))
+      used += size
+      break
+    size = max(int(total * w / sum(weights)), 1)
+    if kind == "matrix":
+      cols = widths[i % len(widths)]
+      while cols > 1 and size // cols < 1:
+        cols //= 2
+      shapes.append((size // cols, cols))
+      used += (size // cols) * cols
+    else:
+      shapes.append((size,))
+      used += size
+  return shapes
+
+
+def make_tree(shapes, key, scale: float) -> dict[str, jax.Array]:
+  keys = jax.random.split(key, len(shapes))
+  return {f"leaf{i:02d}": scale * jax.random.normal(k, s, jnp.float32)
+          for i, (k, s) in enumerate(zip(keys, shapes))}
+
+
+def tree_nbytes(tree: Any) -> int:
+  return sum(int(x.nbytes) for x in jax.tree.leaves(tree)
+             if hasattr(x, "nbytes"))
+
+
+# ---------------------------------------------------------------------------
+# the floor kernels
+
+
+class Floor(NamedTuple):
+  """A trivial optimizer that streams ``buffers`` per-element state buffers
+  (and, when ``reduce``, a per-leaf reduction that scales the update)."""
+
+  init: Callable[[Any], Any]
+  update_and_apply: Callable[[Any, Any, Any], tuple[Any, Any]]
+
+
+def floor_kernel(buffers: int, reduce: bool) -> Floor:
+  poles = [0.9 - 0.05 * j for j in range(buffers)]
+
+  def init(params):
+    return tuple(jax.tree.map(jnp.zeros_like, params) for _ in range(buffers))
+
+  def leaf(p, g, *olds):
+    news = [a * old + (1 - a) * g for a, old in zip(poles, olds)]
+    total = news[0]
+    for x in news[1:]:
+      total = total + x
+    scale = LR
+    if reduce:  # a separate per-leaf pass; its result scales the update
+      scale = LR * jnp.mean(jnp.abs(news[-1]))
+    return p - scale * total, tuple(news)
+
+  def update_and_apply(params, state, grads):
+    leaves_p, treedef = jax.tree.flatten(params)
+    leaves_g = treedef.flatten_up_to(grads)
+    leaves_s = [treedef.flatten_up_to(s) for s in state]
+    new_p, new_s = [], [[] for _ in range(buffers)]
+    for i, (p, g) in enumerate(zip(leaves_p, leaves_g)):
+      np_, news = leaf(p, g, *(s[i] for s in leaves_s))
+      new_p.append(np_)
+      for j, x in enumerate(news):
+        new_s[j].append(x)
+    return (treedef.unflatten(new_p),
+            tuple(treedef.unflatten(s) for s in new_s))
+
+  return Floor(init, update_and_apply)
+
+
+# ---------------------------------------------------------------------------
+# one timed optimizer
+
+
+def bytes_accessed(compiled) -> Optional[float]:
+  try:
+    analysis = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if analysis is None:
+    return None
+  if isinstance(analysis, dict):
+    analysis = [analysis]
+  total, found = 0.0, False
+  for entry in analysis:
+    if entry and "bytes accessed" in entry:
+      total += float(entry["bytes accessed"])
+      found = True
+  return total if found else None
+
+
+class Entry:
+  """An optimizer, its compiled donating step, its own buffers and times."""
+
+  def __init__(self, name: str, opt: Any, params0: Any, grads: Any):
+    self.name = name
+    if isinstance(opt, Floor):
+      init, step = opt.init, opt.update_and_apply
+    else:
+      init = opt.init
+
+      def step(params, state, grads):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    self.params = jax.tree.map(jnp.copy, params0)
+    self.state = init(self.params)
+    self.state_ratio = tree_nbytes(self.state) / tree_nbytes(self.params)
+    self.compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+        self.params, self.state, grads).compile()
+    self.bytes = bytes_accessed(self.compiled)
+    try:
+      self.temp_bytes = self.compiled.memory_analysis().temp_size_in_bytes
+    except Exception:  # pylint: disable=broad-except
+      self.temp_bytes = None
+    self.faults: list[int] = []
+    self.grads = grads
+    self.times: list[float] = []
+    jax.block_until_ready((self.params, self.state))
+
+  def step(self) -> float:
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t0 = time.perf_counter()
+    self.params, self.state = self.compiled(self.params, self.state,
+                                            self.grads)
+    jax.block_until_ready((self.params, self.state))
+    t = time.perf_counter() - t0
+    self.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return t
+
+  def release(self) -> None:
+    self.params = self.state = self.compiled = None
+
+  @property
+  def median_ms(self) -> float:
+    return 1e3 * statistics.median(self.times)
+
+
+def ratios_per_round(a: Entry, b: Entry) -> list[float]:
+  return [x / y for x, y in zip(a.times, b.times)]
+
+
+def quantile(xs, q):
+  return float(np.quantile(np.asarray(xs), q))
+
+
+# ---------------------------------------------------------------------------
+# the rows
+
+
+def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
+                          list[tuple[str, str, str, str]]]:
+  """(entry name, factory) pairs and rows (label, ours, twin, kind)."""
+  window = lambda: asgm.raised_cosine_window(1000)
+  entries = [
+      ("optax.adam", lambda: optax.adam(LR)),
+      ("optax.adam (copy)", lambda: optax.adam(LR)),
+      ("presets.sgd", lambda: presets.sgd(LR, momentum=0.9)),
+      ("optax.sgd", lambda: optax.sgd(LR, 0.9)),
+      ("presets.nag", lambda: presets.nag(LR)),
+      ("optax.sgd nesterov", lambda: optax.sgd(LR, 0.9, nesterov=True)),
+      ("presets.adam", lambda: presets.adam(LR)),
+      ("presets.adamw", lambda: presets.adamw(LR)),
+      ("optax.adamw", lambda: optax.adamw(LR)),
+      ("autosgm(lr)", lambda: asgm.autosgm(LR)),
+      ("full", lambda: asgm.autosgm(LR, window=window(), **FULL_KWARGS)),
+      ("floor (4 buffers + reduction)", lambda: floor_kernel(4, True)),
+      ("full, no averaging", lambda: asgm.autosgm(
+          LR, window=window(), numerator_average=False,
+          numerator_smoothing=None, **FULL_KWARGS)),
+      ("floor (4 buffers)", lambda: floor_kernel(4, False)),
+  ]
+  rows = [
+      ("control: optax.adam vs optax.adam", "optax.adam (copy)",
+       "optax.adam", "control"),
+      ("presets.sgd(lr, momentum=0.9) vs optax.sgd", "presets.sgd",
+       "optax.sgd", "preset"),
+      ("presets.nag vs optax.sgd(nesterov=True)", "presets.nag",
+       "optax.sgd nesterov", "preset"),
+      ("presets.adam vs optax.adam", "presets.adam", "optax.adam", "preset"),
+      ("presets.adamw vs optax.adamw", "presets.adamw", "optax.adamw",
+       "preset"),
+      ("autosgm(lr) vs optax.adam", "autosgm(lr)", "optax.adam", "preset"),
+      ("full config vs floor (4 buffers + reduction)", "full",
+       "floor (4 buffers + reduction)", "floor"),
+      ("full config, no averaging vs floor (4 buffers)", "full, no averaging",
+       "floor (4 buffers)", "floor"),
+  ]
+  return entries, rows
+
+
+def run_size(total: int, args) -> None:
+  shapes = leaf_shapes(total, args.leaves)
+  n = sum(int(np.prod(s)) for s in shapes)
+  key_p, key_g = jax.random.split(jax.random.PRNGKey(args.seed))
+  params0 = make_tree(shapes, key_p, 0.1)
+  grads = make_tree(shapes, key_g, 1.0)  # fixed for the whole run
+  jax.block_until_ready((params0, grads))
+
+  print(f"\n## {n:,} parameters ({n * 4 / 2**20:.1f} MiB float32), "
+        f"{len(shapes)} leaves")
+  n_mat = sum(len(s) == 2 for s in shapes)
+  print(f"leaves: {n_mat} matrices, {len(shapes) - n_mat} vectors; shapes "
+        + ", ".join("x".join(map(str, s)) for s in shapes))
+
+  entry_specs, rows = optimizers()
+  t0 = time.perf_counter()
+  entries = {}
+  for name, factory in entry_specs:
+    entries[name] = Entry(name, factory(), params0, grads)
+  compile_s = time.perf_counter() - t0
+  del params0
+
+  order = list(entries.values())
+  load_before = _load()
+  for _ in range(args.warmup):
+    for e in order:
+      e.step()
+  for r in range(args.steps):
+    k = r % len(order)
+    for e in order[k:] + order[:k]:
+      e.times.append(e.step())
+  bench_s = time.perf_counter() - t0 - compile_s
+  print(f"(compile {compile_s:.1f} s; {args.warmup} warm-up + "
+        f"{args.steps} timed interleaved steps per optimizer, "
+        f"{bench_s:.1f} s; load average before timing {load_before})\n")
+
+  control = entries["optax.adam (copy)"], entries["optax.adam"]
+  control_ratio = control[0].median_ms / control[1].median_ms
+  per_round = ratios_per_round(*control)
+  lo, hi = quantile(per_round, 0.25), quantile(per_round, 0.75)
+  # The spread of 1.0x that the control shows in this run.
+  spread = max(abs(control_ratio - 1), (hi - lo) / 2)
+
+  smallest_leaf = min(int(np.prod(s)) for s in shapes) * 4
+  scalar_slack = min(1024, smallest_leaf // 2)
+  print("| row | ours (ms) | twin/floor (ms) | time ratio "
+        "| bytes-accessed ratio | state/params (ours, twin) |")
+  print("|---|---:|---:|---:|---:|---:|")
+  verdicts = []
+  for label, ours_name, twin_name, kind in rows:
+    ours, twin = entries[ours_name], entries[twin_name]
+    ratio = ours.median_ms / twin.median_ms
+    if ours.bytes is not None and twin.bytes:
+      bratio = ours.bytes / twin.bytes
+      excess = ours.bytes - twin.bytes
+      btxt = f"{bratio:.3f} ({excess:+,.0f} B)"
+    else:
+      bratio = excess = None
+      btxt = "n/a"
+    state = f"{ours.state_ratio:.2f}, {twin.state_ratio:.2f}"
+    print(f"| {label} | {ours.median_ms:.3f} | {twin.median_ms:.3f} "
+          f"| {ratio:.3f} | {btxt} | {state} |")
+    if kind == "preset":
+      # "Scalars aside": a few scalar state entries may differ; any extra
+      # per-element traffic costs at least a whole leaf.
+      bytes_ok = excess is not None and (
+          excess <= BYTES_TARGET * twin.bytes - twin.bytes + scalar_slack)
+      if abs(ratio - 1) <= spread:
+        where = "within"
+      elif ratio < 1:
+        where = "faster than (not a miss)"
+      else:
+        where = "SLOWER than"
+      verdicts.append(
+          f"- {label}: bytes {btxt} "
+          f"{'<=' if bytes_ok else 'MISSES'} 1.0 (gate); time {ratio:.3f} "
+          f"{where} the control spread 1 +- {spread:.3f}")
+    elif kind == "floor":
+      mark = ("meets goal" if ratio <= FLOOR_GOAL else
+              "meets target" if ratio <= FLOOR_TARGET else "MISSES target")
+      verdicts.append(
+          f"- {label}: {ratio:.3f}x the floor: {mark} "
+          f"(target <= {FLOOR_TARGET}x, goal {FLOOR_GOAL}x)")
+
+  print(f"\ncontrol row (two copies of optax.adam): time ratio "
+        f"{control_ratio:.3f}; per-round ratios: median "
+        f"{statistics.median(per_round):.3f}, interquartile "
+        f"[{lo:.3f}, {hi:.3f}], range [{min(per_round):.3f}, "
+        f"{max(per_round):.3f}]; spread used for the presets: "
+        f"1 +- {spread:.3f}")
+  print("XLA temp buffers per step (compiled memory_analysis) and minor "
+        "page faults per timed step (median; a temp above glibc's 32 MiB mmap "
+        "threshold is mapped afresh every step):")
+  listed, others = [], []
+  for e in entries.values():
+    temp = (e.temp_bytes or 0) / 2**20
+    faults = statistics.median(e.faults[-args.steps:])
+    if temp >= 0.05 or faults > 0:
+      listed.append(f"{e.name} {temp:.1f} MiB, {faults:.0f} faults")
+    else:
+      others.append(e.name)
+  print("; ".join(listed + ([f"all others ({len(others)}) 0"] if others
+                            else [])))
+  print(f"load average after the run: {_load()}")
+  print("targets (SPEC.md section 11; bytes gate: at most "
+        f"{scalar_slack} B of scalars above the twin):")
+  print("\n".join(verdicts))
+  for e in entries.values():
+    e.release()
+
+
+def _jaxlib_version() -> str:
+  try:
+    import jaxlib  # pylint: disable=import-outside-toplevel
+    return jaxlib.__version__
+  except (ImportError, AttributeError):
+    return "?"
+
+
+def _load() -> str:
+  try:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+  except OSError:
+    return "n/a"
+
+
+def parse_sizes(text: str) -> list[int]:
+  return [int(float(s)) for s in text.split(",") if s.strip()]
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--sizes", default="1e6,1e7",
+                      help="comma-separated total parameter counts")
+  parser.add_argument("--leaves", type=int, default=20,
+                      help="number of parameter leaves")
+  parser.add_argument("--steps", type=int, default=31,
+                      help="timed interleaved steps per optimizer (>= 25)")
+  parser.add_argument("--warmup", type=int, default=3,
+                      help="untimed steps per optimizer after compiling")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--quick", action="store_true",
+                      help="smoke run: size 1e5, at most 6 leaves, 5 steps, 1 warm-up")
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.sizes, args.steps, args.warmup = "1e5", 5, 1
+    args.leaves = min(args.leaves, 6)
+  elif args.steps < 25:
+    print(f"warning: --steps {args.steps} < 25; medians will be noisy",
+          file=sys.stderr)
+
+  cmd = shlex.join([sys.executable] + (sys.argv if argv is None else
+                                       ["step_time.py"] + list(argv)))
+  dev = jax.devices()[0]
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  print(f"command: {cmd}")
+  print(f"jax {jax.__version__}, jaxlib {_jaxlib_version()}, "
+        f"optax {optax.__version__}, autosgm_optax {asgm.__version__}, "
+        f"python {platform.python_version()}")
+  print(f"device: {dev.platform} {dev.device_kind} ({jax.device_count()} "
+        f"device(s)); host CPU {cpu}, {os.cpu_count()} cores")
+  print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+  print(f"learning rate {LR}; float32 parameters; full configuration: "
+        f"autosgm(lr, gamma=0.5528, numerator='correlation', "
+        f"window=raised_cosine_window(1000), weight_decay=1e-4)")
+  if args.quick:
+    print("--quick: a smoke run; its timings say nothing about the targets")
+  for total in parse_sizes(args.sizes):
+    run_size(total, args)
+
+
+if __name__ == "__main__":
+  main()
