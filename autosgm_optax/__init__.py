@@ -16,11 +16,18 @@ from autosgm_optax._denominator import moment_denominator
 from autosgm_optax._filter import LowpassFilterState
 from autosgm_optax._filter import lowpass_filter
 from autosgm_optax._learning_rate import ScaleByLearningRateState
+from autosgm_optax._migration import from_torch_config
+from autosgm_optax._migration import torch_config_kwargs
 from autosgm_optax._learning_rate import scale_by_learning_rate
 from autosgm_optax._numerator import CorrelationNumeratorState
 from autosgm_optax._numerator import correlation_numerator
+from autosgm_optax._plotting import plot_windows
+from autosgm_optax._diagnostics import DiagnosticsState
+from autosgm_optax._diagnostics import Summary
+from autosgm_optax._readers import Dynamics
 from autosgm_optax._readers import effective_learning_rate
 from autosgm_optax._readers import effective_learning_rates
+from autosgm_optax._readers import learning_dynamics
 from autosgm_optax._readers import numerator_values
 from autosgm_optax._window import WindowState
 from autosgm_optax._window import raised_cosine_schedule
@@ -33,11 +40,14 @@ __version__ = "0.1.0"
 __all__ = (
     "AutoSGMBlock",
     "CorrelationNumeratorState",
+    "DiagnosticsState",
+    "Dynamics",
     "LIKE_PARAMS",
     "LowpassFilterState",
     "MomentDenominatorState",
     "ScaleByAutoSGMState",
     "ScaleByLearningRateState",
+    "Summary",
     "WeightDecayState",
     "WindowState",
     "autosgm",
@@ -47,14 +57,18 @@ __all__ = (
     "default_weight_decay_mask",
     "effective_learning_rate",
     "effective_learning_rates",
+    "from_torch_config",
+    "learning_dynamics",
     "lowpass_filter",
     "moment_denominator",
     "numerator_values",
+    "plot_windows",
     "presets",
     "raised_cosine_schedule",
     "raised_cosine_window",
     "scale_by_autosgm",
     "scale_by_learning_rate",
     "scale_by_window",
+    "torch_config_kwargs",
     "window_schedule",
 )

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Optional
 import optax
 
 from autosgm_optax import _base
+from autosgm_optax import _diagnostics
 from autosgm_optax._decay import Mask, coupled_decay, decoupled_decay
 from autosgm_optax._denominator import moment_denominator
 from autosgm_optax._filter import lowpass_filter
@@ -24,6 +25,7 @@ class ScaleByAutoSGMState(NamedTuple):
   denominator: Any  # MomentDenominatorState
   numerator: Any  # CorrelationNumeratorState
   window: Any  # WindowState
+  diagnostics: Any  # DiagnosticsState, EmptyState() when diagnostics are off
 
 
 _SLOT_KINDS = {
@@ -54,6 +56,8 @@ def scale_by_autosgm(
     decay: Optional[_base.AutoSGMBlock] = None,
     numerator: Optional[_base.AutoSGMBlock] = None,
     window: Optional[Window] = None,
+    *,
+    diagnostics: Optional[str] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Wire AutoSGM blocks into the learning-rate-free AutoSGM update.
 
@@ -83,6 +87,13 @@ def scale_by_autosgm(
     numerator: a :func:`correlation_numerator` block, or None (``a = 1``).
     window: a window block (e.g. :func:`raised_cosine_window`), an
       ``optax.Schedule``, a number, or None (``F = 1``).
+    diagnostics: None (off: no added state, no added work), ``"summary"``
+      (per-leaf sup, mean and standard deviation of the effective learning
+      rate, its ratio, the margin, the LTV input and the update, recorded in
+      the state) or ``"element"`` (the same per element). Both keep the
+      previous step's per-element ``alpha`` (and ``g(t-1)`` when the filter
+      has a zero, the decay term with decoupled decay). Read them with
+      :func:`autosgm_optax.learning_dynamics`.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`; extra update
@@ -106,6 +117,7 @@ def scale_by_autosgm(
   for slot, block in (("filter", filter), ("denominator", denominator),
                       ("decay", decay), ("numerator", numerator)):
     _check_slot(slot, block)
+  _diagnostics.check_level(diagnostics)
   if window is not None:
     window = as_window_block(window)
 
@@ -122,10 +134,16 @@ def scale_by_autosgm(
   slots = dict(decay=decay, filter=filter, denominator=denominator,
                numerator=numerator, window=window)
 
+  track_grad = filter is not None and not filter.info["zero_is_zero"]
+  track_decay = decay is not None and not coupled
+
   def init_fn(params):
-    return ScaleByAutoSGMState(**{
-        name: optax.EmptyState() if block is None else block.init(params)
-        for name, block in slots.items()})
+    states = {name: optax.EmptyState() if block is None else block.init(params)
+              for name, block in slots.items()}
+    states["diagnostics"] = optax.EmptyState() if diagnostics is None else (
+        _diagnostics.init(params, diagnostics, track_grad=track_grad,
+                          track_decay=track_decay))
+    return ScaleByAutoSGMState(**states)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -134,7 +152,11 @@ def scale_by_autosgm(
     for name, block in order:
       if block is not None:
         signal, new_state[name] = block.apply(signal, new_state[name], params)
-    return signal.finish(), ScaleByAutoSGMState(**new_state)
+    out = signal.finish()
+    if diagnostics is not None:
+      new_state["diagnostics"] = _diagnostics.update(
+          signal, out, state.diagnostics, diagnostics)
+    return out, ScaleByAutoSGMState(**new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -163,6 +185,7 @@ def autosgm(
     weight_decay_mask: Mask = None,
     maximize: bool = False,
     filter_dtype: Optional[Any] = None,
+    diagnostics: Optional[str] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AutoSGM: a lowpass filter and an iteration-dependent learning rate.
 
@@ -222,6 +245,9 @@ def autosgm(
       dtype but at least float32 (as every other buffer, always). bfloat16
       halves the filter's memory; the moment and numerator EMAs stay float32
       (with pole 0.999 a bfloat16 EMA never moves).
+    diagnostics: None, ``"summary"`` or ``"element"``: record the learning
+      dynamics in the state (see :func:`scale_by_autosgm`); read them with
+      :func:`learning_dynamics`.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -273,6 +299,6 @@ def autosgm(
                                   mask=weight_decay_mask)
   core = scale_by_autosgm(
       filter=filter_block, denominator=denominator_block, decay=decay_block,
-      numerator=numerator_block, window=window)
+      numerator=numerator_block, window=window, diagnostics=diagnostics)
   return optax.chain(
       core, scale_by_learning_rate(learning_rate, flip_sign=not maximize))

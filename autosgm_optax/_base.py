@@ -47,6 +47,8 @@ class Signal(NamedTuple):
     numerator: the tree of ``a(t)`` (per-leaf averages with kept dimensions,
       or per-element values), or None for the unity numerator.
     window: the scalar window value ``F(t)``, or None.
+    filter: ``(beta, gamma, eta, s)`` of the filter that ran (``s`` its
+      debias divisor, 1 without debias), or None: read by the diagnostics.
   """
 
   grad: Any
@@ -55,6 +57,7 @@ class Signal(NamedTuple):
   decay: Any = None
   numerator: Any = None
   window: Any = None
+  filter: Any = None
 
   @classmethod
   def from_gradient(cls, updates: Any) -> "Signal":
@@ -90,15 +93,18 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
 
   It behaves as any :class:`optax.GradientTransformationExtraArgs` (``init``,
   ``update``; extra update arguments are accepted and ignored). Its ``kind``
-  names the slot of :func:`autosgm_optax.scale_by_autosgm` it fills, and
+  names the slot of :func:`autosgm_optax.scale_by_autosgm` it fills,
   ``apply`` is the step that the combinator runs on its shared
-  :class:`Signal`.
+  :class:`Signal`, and ``info`` holds static facts about its configuration
+  (e.g. whether the filter's zero is a plain 0).
   """
 
   kind: str
   apply: ApplyFn
+  info: dict
 
-  def __new__(cls, init, apply: ApplyFn, kind: str):
+  def __new__(cls, init, apply: ApplyFn, kind: str,
+              info: Optional[dict] = None):
     def update_fn(updates, state, params=None, **extra_args):
       del extra_args
       signal, state = apply(Signal.from_gradient(updates), state, params)
@@ -108,6 +114,7 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
     # A tuple subclass without __slots__ keeps a __dict__ for these.
     self.kind = kind
     self.apply = apply
+    self.info = dict(info or {})  # static facts the combinator may read
     return self
 
   def __repr__(self) -> str:

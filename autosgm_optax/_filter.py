@@ -174,10 +174,14 @@ def lowpass_filter(
     count_inc = optax.safe_increment(state.count)
     m_new = jax.tree.map(moment, signal.grad, state.m)
     v = jax.tree.map(output, m_new, state.m, signal.grad)
+    s = 1
     if debias:
       v = _debias(v, count_inc, beta, zero, gain / (1 - beta))
+      s = debias_divisor(count_inc, beta, zero, gain)  # for diagnostics only
     new_state = LowpassFilterState(
         count=count_inc, m=_base.cast_tree(m_new, state.m))
-    return signal._replace(direction=v), new_state
+    return (signal._replace(direction=v, filter=(beta, zero, gain, s)),
+            new_state)
 
-  return _base.AutoSGMBlock(init_fn, apply_fn, kind="filter")
+  return _base.AutoSGMBlock(init_fn, apply_fn, kind="filter",
+                            info={"zero_is_zero": _is_zero(zero)})

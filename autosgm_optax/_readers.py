@@ -8,12 +8,14 @@ or a Flax ``nnx.Optimizer`` (pass the optimizer or its ``opt_state``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from autosgm_optax._autosgm import ScaleByAutoSGMState
+from autosgm_optax._diagnostics import DiagnosticsState
+from autosgm_optax._diagnostics import Summary
 from autosgm_optax._learning_rate import ScaleByLearningRateState
 from autosgm_optax._numerator import CorrelationNumeratorState
 from autosgm_optax._window import WindowState
@@ -141,3 +143,99 @@ def numerator_values(state: Any) -> dict[str, Any]:
   found = _find(_unwrap(state),
                 lambda x: isinstance(x, CorrelationNumeratorState))
   return {path: _values(n) for path, n in found.items() if n.c is not None}
+
+
+class Dynamics(NamedTuple):
+  """The learning dynamics of the last update of one ``autosgm``.
+
+  At the ``"summary"`` level every field but ``r_undefined`` is a
+  :class:`Summary` of per-leaf trees (``sup`` = max of the absolute value,
+  ``mean``, ``std``); at the ``"element"`` level a tree like the parameters
+  (``margin`` is then ``beta |r|`` per element).
+  """
+
+  level: str
+  alpha: Any  # effective learning rate mu F a / (d s)
+  r: Any  # alpha(t) / alpha(t-1); 0 where alpha(t-1) = 0 (flagged)
+  margin: Any  # per-step contraction margin beta |r(t)|
+  e: Any  # the LTV input e(t)
+  dw: Any  # the parameter change dw(t+1) = -mu u
+  r_undefined: Any  # per leaf: elements where alpha(t-1) = 0
+  beta: jax.Array  # the filter's pole
+  eta: jax.Array  # the filter's gain
+
+
+def _scale_summary(summary: Summary, factor: jax.Array) -> Summary:
+  scale = lambda tree, f: jax.tree.map(lambda x: f * x, tree)
+  return Summary(sup=scale(summary.sup, jnp.abs(factor)),
+                 mean=scale(summary.mean, factor),
+                 std=scale(summary.std, jnp.abs(factor)))
+
+
+def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
+              descent: bool) -> Dynamics:
+  diag = core.diagnostics
+  mu, mu_prev = lr.learning_rate, lr.prev_learning_rate
+  ratio = jnp.where(mu_prev > 0, mu / jnp.where(mu_prev > 0, mu_prev, 1), 0)
+  step = -mu if descent else mu
+  values = diag.values
+  if isinstance(values["alpha"], Summary):
+    return Dynamics(
+        level="summary",
+        alpha=_scale_summary(values["alpha"], mu),
+        r=_scale_summary(values["r"], ratio),
+        margin=_scale_summary(values["margin"], ratio),
+        e=values["e"],
+        dw=_scale_summary(values["update"], step),
+        r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta)
+  r = jax.tree.map(lambda x: ratio * x, values["r"])
+  return Dynamics(
+      level="element",
+      alpha=jax.tree.map(lambda x: mu * x, values["alpha"]),
+      r=r,
+      margin=jax.tree.map(lambda x: diag.beta * jnp.abs(x), r),
+      e=values["e"],
+      dw=jax.tree.map(lambda x: step * x, values["update"]),
+      r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta)
+
+
+def learning_dynamics(state: Any, *, maximize: bool = False
+                      ) -> dict[str, Dynamics]:
+  r"""The recorded LTV view of the last update, for every ``autosgm``.
+
+  Needs ``autosgm(..., diagnostics="summary" | "element")``. Combines the
+  core's record (everything but ``mu``) with ``mu(t)`` and ``mu(t-1)`` from
+  the learning-rate block: ``alpha = mu F a / (d s)``,
+  ``r = (mu(t) / mu(t-1)) alpha_core(t) / alpha_core(t-1)``,
+  ``dw(t+1) = -mu u``, and the recurrence
+  ``dw(t+1) = beta r(t) dw(t) + eta alpha(t) e(t)`` holds per element
+  (see :mod:`autosgm_optax._diagnostics`).
+
+  Args:
+    state: an optimizer state, or a Flax ``nnx.Optimizer``.
+    maximize: the optimizer was built with ``maximize=True`` (then
+      ``dw = +mu u`` and the recurrence holds with ``-e``).
+
+  Returns:
+    A dict from the path of each ``autosgm`` in ``state`` (``''`` for a bare
+    one) to its :class:`Dynamics`; optimizers without diagnostics are left
+    out.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import autosgm_optax as asgm
+    >>> tx = asgm.autosgm(0.1, diagnostics="summary")
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = tx.init(params)
+    >>> for _ in range(2):
+    ...   _, state = tx.update({"w": jnp.ones(3)}, state, params)
+    >>> dyn = asgm.learning_dynamics(state)[""]
+    >>> # alpha includes the debias 1 / (1 - 0.9^t): r(2) = 0.1 / 0.19
+    >>> round(float(dyn.r.sup["w"]), 4), int(dyn.r_undefined["w"])
+    (0.5263, 0)
+  """
+  out = {}
+  for path, (core, lr) in _find(_unwrap(state), _is_autosgm_chain).items():
+    if isinstance(core.diagnostics, DiagnosticsState):
+      out[path] = _dynamics(core, lr, descent=not maximize)
+  return out

@@ -232,7 +232,15 @@ def window_schedule(
   param = default if param is None else param
   _check_options(shape, length, param_name, param, floor, flat_top, stairs,
                  steps_per_epoch, full, restarts, kronecker)
-  phi = _shape_fn(shape, param)
+  shape_fn = _shape_fn(shape, param)
+
+  def phi(f, xp):
+    # phi(0) = 1 and phi(1) = 0 exactly (cos(pi / 2) is not 0 in floating
+    # point): a window at its floor 0 must give alpha = 0, not 1e-15. The
+    # flat shape (window off) stays 1.
+    if shape == "flat":
+      return shape_fn(f, xp)
+    return xp.where(f >= 1, 0.0, xp.where(f <= 0, 1.0, shape_fn(f, xp)))
 
   def fold(f, xp):
     """Steps 1-4 for a frame position f in [0, 1] (NumPy or jax.numpy)."""

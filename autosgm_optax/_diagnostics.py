@@ -1,0 +1,178 @@
+r"""Learning dynamics: every AutoSGM update as a first-order LTV filter.
+
+Per element, with the effective learning rate
+:math:`\alpha(t) = \mu(t) F(t) a(t) / (d(t) s(t))` (``s`` the filter's debias
+divisor, 1 without debias) and :math:`r(t) = \alpha(t) / \alpha(t-1)`,
+
+.. math::
+  \Delta w(t+1) = \beta\, r(t)\, \Delta w(t) + \eta\, \alpha(t)\, e(t),
+
+with the input
+
+.. math::
+  e(t) = \gamma \hat g(t-1) - \hat g(t)
+         + \frac{1}{\eta}\left(\beta z(t-1) - z(t)\right),
+
+where :math:`\hat g` is the gradient after coupled decay (so coupled decay
+adds :math:`\rho(\gamma w(t-1) - w(t))`) and
+:math:`z(t) = c_\rho \rho(t)\, d(t)\, s(t)\, w(t)` is the decoupled-decay
+term in the units of the filter's output (SPEC's
+:math:`\rho' \tilde w` with :math:`\tilde w = d s w`, :math:`\rho' = c_\rho
+\rho / \eta`, re-derived for this realisation: the derivation only uses
+:math:`v(t) = \beta v(t-1) + \eta(\hat g(t) - \gamma \hat g(t-1))`, which
+every realisation of the filter satisfies, the Nesterov form included).
+Where :math:`\alpha(t-1) = 0` (no update yet, or a window at 0),
+:math:`\Delta w(t) = 0` too: ``r`` is reported as 0 and flagged (never inf
+or NaN). Taking :math:`r(t)\Delta w(t) = 0` there is exact at the first
+update, where the filter's memory is empty; after a window that was 0 at a
+later step, the memory survives in the filter (the true
+:math:`r(t)\Delta w(t)` is the limit :math:`-\alpha(t) q(t-1)`), so a replay
+from ``alpha``, ``r`` and ``e`` alone restarts after that step.
+
+The core (:func:`autosgm_optax.scale_by_autosgm`) records everything but
+``mu``, which the learning-rate block keeps (``mu(t)`` and ``mu(t-1)``);
+:func:`learning_dynamics` combines the two. With ``maximize=True`` the
+recurrence holds with ``-e``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from autosgm_optax import _base
+
+LEVELS = ("summary", "element")
+
+#: The per-element quantities of the core (without mu) that are recorded;
+#: the summary level also summarises the margin beta |r|.
+QUANTITIES = ("alpha", "r", "e", "update")
+SUMMARISED = QUANTITIES + ("margin",)
+
+
+class Summary(NamedTuple):
+  """Per-leaf summaries of one quantity (each a tree of scalars)."""
+
+  sup: Any  # max |x| over the leaf
+  mean: Any  # mean of x over the leaf
+  std: Any  # standard deviation of x over the leaf
+
+
+class DiagnosticsState(NamedTuple):
+  """Recorded learning dynamics of the last update, without ``mu``.
+
+  ``alpha`` is ``F a / (d s)``, ``r`` its ratio to the previous step's,
+  ``update`` the core's output ``u`` (the parameter change is ``-mu u``),
+  ``e`` the LTV input. ``values`` holds a :class:`Summary` per quantity
+  (summary level) or the per-element trees (element level).
+  """
+
+  alpha_prev: optax.Updates  # per element F a / (d s) of the last update
+  grad_prev: Optional[optax.Updates]  # g(t-1), only when gamma may be != 0
+  decay_prev: Optional[optax.Updates]  # z(t-1), only with decoupled decay
+  r_undefined: Any  # per leaf: number of elements where alpha(t-1) = 0
+  beta: chex.Array  # shape=(); the filter's pole
+  eta: chex.Array  # shape=(); the filter's gain
+  values: dict  # quantity name -> Summary or per-element tree
+
+
+def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  return jnp.max(jnp.abs(x)), jnp.mean(x), jnp.std(x)
+
+
+def check_level(level: Optional[str]) -> None:
+  if level is not None:
+    _base.check_choice("diagnostics", level, LEVELS)
+
+
+def init(params: Any, level: str, *, track_grad: bool,
+         track_decay: bool) -> DiagnosticsState:
+  """The diagnostics state for ``params`` at ``level``."""
+  zeros = lambda: _base.zeros_like_tree(params, None)
+  scalars = lambda: jax.tree.map(
+      lambda p: jnp.zeros([], _base.state_dtype(p.dtype, None)), params)
+  if level == "summary":
+    values = {q: Summary(scalars(), scalars(), scalars()) for q in SUMMARISED}
+  else:
+    values = {q: zeros() for q in QUANTITIES}
+  dtype = _base.scalar_dtype(params)
+  return DiagnosticsState(
+      alpha_prev=zeros(),
+      grad_prev=zeros() if track_grad else None,
+      decay_prev=zeros() if track_decay else None,
+      r_undefined=jax.tree.map(lambda p: jnp.zeros([], jnp.int32), params),
+      beta=jnp.zeros([], dtype), eta=jnp.zeros([], dtype),
+      values=values)
+
+
+def update(signal: _base.Signal, out: Any, state: DiagnosticsState,
+           level: str) -> DiagnosticsState:
+  """Records the dynamics of the update ``out`` made from ``signal``."""
+  beta, gamma, eta, s = signal.filter if signal.filter is not None else (
+      0.0, 0.0, 1.0, 1)
+  leaves, treedef = jax.tree.flatten(out)
+  n = len(leaves)
+
+  def flat(tree):
+    return [None] * n if tree is None else treedef.flatten_up_to(tree)
+
+  def leaf(u, g, d, decay, a, alpha_prev, g_prev, z_prev):
+    dt = alpha_prev.dtype
+    alpha = jnp.ones_like(alpha_prev) / s
+    if d is not None:
+      alpha = alpha / d
+    if a is not None:
+      alpha = alpha * a
+    if signal.window is not None:
+      alpha = alpha * signal.window
+    alpha = alpha.astype(dt)
+    defined = alpha_prev > 0
+    r = jnp.where(defined, alpha / jnp.where(defined, alpha_prev, 1), 0)
+    e = -g.astype(dt)
+    if g_prev is not None:
+      e = e + gamma * g_prev
+    z = None
+    if z_prev is not None:
+      if decay is None:  # a leaf the decay mask exempts
+        z = jnp.zeros_like(z_prev)
+      else:
+        z = decay.astype(dt) * s if d is None else decay.astype(dt) * d * s
+      e = e + (beta * z_prev - z) / eta
+    undefined = jnp.sum(~defined).astype(jnp.int32)
+    quantities = dict(alpha=alpha, r=r, e=e, update=u.astype(dt))
+    if level == "summary":
+      quantities["margin"] = beta * jnp.abs(r)
+    return quantities, g.astype(dt), z, undefined
+
+  columns = zip(leaves, flat(signal.grad), flat(signal.denominator),
+                flat(signal.decay), flat(signal.numerator),
+                flat(state.alpha_prev), flat(state.grad_prev),
+                flat(state.decay_prev))
+  results = [leaf(*col) for col in columns]
+  quantities = [r[0] for r in results]
+
+  def tree_of(xs):
+    return treedef.unflatten(xs)
+
+  if level == "summary":
+    values = {}
+    for q in SUMMARISED:
+      stats = [_summary(qs[q]) for qs in quantities]
+      values[q] = Summary(*(tree_of([st[i] for st in stats])
+                            for i in range(3)))
+  else:
+    values = {q: tree_of([qs[q] for qs in quantities]) for q in QUANTITIES}
+  dtype = state.beta.dtype
+  return DiagnosticsState(
+      alpha_prev=tree_of([qs["alpha"] for qs in quantities]),
+      grad_prev=None if state.grad_prev is None else tree_of(
+          [r[1] for r in results]),
+      decay_prev=None if state.decay_prev is None else tree_of(
+          [r[2] for r in results]),
+      r_undefined=tree_of([r[3] for r in results]),
+      beta=jnp.asarray(beta, dtype), eta=jnp.asarray(eta, dtype),
+      values=values)
