@@ -174,7 +174,10 @@ def default_weight_decay_mask(params: Any) -> Any:
   """
 
   def decide(path, leaf):
-    name = _key_name(path[-1]) if path else None
+    names = [_key_name(key) for key in path]
+    while names and names[-1] == "value":  # inside a Flax nnx.Variable
+      names.pop()
+    name = names[-1] if names else None
     return jnp.ndim(leaf) >= 2 and name not in NO_DECAY_NAMES
 
   return jax.tree_util.tree_map_with_path(decide, params)
