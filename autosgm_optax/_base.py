@@ -148,8 +148,9 @@ def state_dtype(param_dtype, policy: DTypePolicy) -> jnp.dtype:
 
 
 def zeros_like_tree(params: Any, policy: DTypePolicy) -> Any:
+  # zeros_like keeps each parameter's sharding (zeros(shape) would not).
   return jax.tree.map(
-      lambda p: jnp.zeros(jnp.shape(p), state_dtype(p.dtype, policy)), params)
+      lambda p: jnp.zeros_like(p, dtype=state_dtype(p.dtype, policy)), params)
 
 
 def scalar_dtype(params: Any) -> jnp.dtype:

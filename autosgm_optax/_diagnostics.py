@@ -140,7 +140,8 @@ def update(signal: _base.Signal, out: Any, state: DiagnosticsState,
       if decay is None:  # a leaf the decay mask exempts
         z = jnp.zeros_like(z_prev)
       else:
-        z = decay.astype(dt) * s if d is None else decay.astype(dt) * d * s
+        z = decay * s if d is None else decay * d * s
+        z = z.astype(dt)  # s may be float64 under x64 with Python poles
       e = e + (beta * z_prev - z) / eta
     undefined = jnp.sum(~defined).astype(jnp.int32)
     quantities = dict(alpha=alpha, r=r, e=e, update=u.astype(dt))

@@ -144,10 +144,10 @@ def correlation_numerator(
     zeros = lambda: _base.zeros_like_tree(params, dtype)
 
     def mean_zeros(p):
-      shape = jnp.shape(p)
-      k = len(keep_axes)
-      kept = shape[:k] + (1,) * max(len(shape) - k, 0)
-      return jnp.zeros(kept, _base.state_dtype(p.dtype, dtype))
+      # A mean of zeros like p: the kept axes keep p's sharding.
+      zeros = jnp.zeros_like(p, dtype=_base.state_dtype(p.dtype, dtype))
+      axes = _average_axes(zeros.ndim, keep_axes)
+      return jnp.mean(zeros, axis=axes, keepdims=True) if axes else zeros
 
     return CorrelationNumeratorState(
         count=count,

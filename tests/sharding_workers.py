@@ -1,0 +1,469 @@
+"""Subprocess workers for ``tests/test_sharding.py``: multi-device JAX runs.
+
+JAX reads ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` only when
+its backend starts, so the multi-device checks cannot run inside the pytest
+process (JAX already runs there on one CPU device). The tests start this
+file as a script with the flag in the environment; it does every check of
+its mode in one run and prints one JSON line, ``RESULT {...}``, last.
+Nothing runs on import (pytest's ``--doctest-modules`` imports this file).
+
+    python tests/sharding_workers.py mesh
+        8 virtual devices: jit + NamedSharding on explicit and auto meshes,
+        where init places the state, and pmap data parallelism.
+    python tests/sharding_workers.py distributed PROCESS_ID PORT
+        one of two processes (4 virtual devices each) on JAX's distributed
+        runtime, coordinator on 127.0.0.1:PORT, one global 8-device mesh.
+
+Every optimizer is checked against a single-device run of itself. To keep
+the compile count (the cost on 2 cores) low, the optimizers of a check run
+side by side in one jitted step, each on its own copy of the parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+import numpy as np
+import optax
+
+import autosgm_optax as asgm
+
+LR = 0.05
+STEPS = 20
+DIST_STEPS = 10
+SHAPES = {"w": (16, 32), "b": (32,), "s": (4, 8, 8)}  # "s": 4 stacked layers
+SPECS = {"w": ("data", "model"), "b": ("model",), "s": (None, "data", "model")}
+
+
+def configs():
+  """The optimizers under test, by name (fresh instances)."""
+  full = dict(gamma=0.5528, window=asgm.raised_cosine_window(20),
+              weight_decay=1e-3)
+  return {
+      # bit for bit optax.adam
+      "adam_point": asgm.autosgm(LR),
+      # per-leaf averages of shape (1, 1), (1,) and (1, 1, 1)
+      "full": asgm.autosgm(LR, numerator="correlation", **full),
+      # one average per layer of "s" (and per row of "w"): the averaged
+      # axes are sharded over both mesh axes
+      "robust_stacked": asgm.autosgm(LR, numerator="robust_correlation",
+                                     numerator_keep_axes=(0,), **full),
+  }
+
+
+# ---------------------------------------------------------------------------
+# the problem: three leaves, gradients that change every step and couple
+# elements across shards through global means.
+
+
+def host_problem(seed=0):
+  rng = np.random.default_rng(seed)
+  params = {k: (0.5 * rng.normal(size=s)).astype(np.float32)
+            for k, s in SHAPES.items()}
+  targets = {k: rng.normal(size=s).astype(np.float32)
+             for k, s in SHAPES.items()}
+  return params, targets
+
+
+def loss(p, t, phase):
+  total = 0.0
+  for k in sorted(p):
+    r = p[k] - phase * t[k]
+    total = total + 0.5 * jnp.mean(r * r)
+  total = total + 0.1 * jnp.tanh(jnp.mean(p["w"])) * jnp.mean(p["b"])
+  total = total + 0.05 * jnp.sum(jnp.mean(jnp.sin(p["s"]), axis=(1, 2)) ** 2)
+  return total
+
+
+def phase_of(i):
+  return np.float32(np.cos(0.3 * i))
+
+
+def make_step(tx):
+  def step(params, state, targets, phase):
+    grads = jax.grad(loss)(params, targets, phase)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+  return step
+
+
+def make_all(txs):
+  """One init and one step running every optimizer of ``txs`` (a dict),
+  each on its own copy of the parameters (a dict of the same names)."""
+  steps = {name: make_step(tx) for name, tx in txs.items()}
+
+  def init(params):
+    return {name: tx.init(params[name]) for name, tx in txs.items()}
+
+  def step(params, states, targets, phase):
+    out = {name: steps[name](params[name], states[name], targets, phase)
+           for name in txs}
+    return ({n: o[0] for n, o in out.items()},
+            {n: o[1] for n, o in out.items()})
+
+  return init, step
+
+
+def copies(tree, names):
+  return {name: tree for name in names}
+
+
+# ---------------------------------------------------------------------------
+# measures
+
+
+def rel_err(a, b):
+  """SPEC section 8 for one leaf: max|a - b| / max(max|b|, 1e-30)."""
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  if a.shape != b.shape:
+    return float("inf")
+  if a.size == 0:
+    return 0.0
+  scale = max(float(np.max(np.abs(b))), 1e-30)
+  return float(np.max(np.abs(a - b)) / scale)
+
+
+def tree_err(a, b):
+  """The worst leaf of ``rel_err``; inf if the structures differ."""
+  la, ta = jax.tree.flatten(a)
+  lb, tb = jax.tree.flatten(b)
+  if ta != tb:
+    return float("inf")
+  return max([rel_err(x, y) for x, y in zip(la, lb)] + [0.0])
+
+
+def max_change(a, b):
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def reference_run(txs, params, targets, steps):
+  """Single-device run of every optimizer of ``txs``: host copies of
+  (params, states) before the first step and after each step."""
+  dev = jax.local_devices()[0]
+  init, step = make_all(txs)
+  p = jax.device_put(copies(params, txs), dev)
+  t = jax.device_put(targets, dev)
+  states = jax.jit(init)(p)
+  step = jax.jit(step)
+  history = [jax.device_get((p, states))]
+  for i in range(steps):
+    p, states = step(p, states, t, phase_of(i))
+    history.append(jax.device_get((p, states)))
+  return history
+
+
+# ---------------------------------------------------------------------------
+# sharding bookkeeping
+
+
+def param_key(path):
+  """The parameter a state leaf belongs to: the last such dict key."""
+  for entry in reversed(path):
+    if isinstance(entry, jax.tree_util.DictKey) and entry.key in SHAPES:
+      return entry.key
+  return None
+
+
+def state_shardings(abstract_state, param_shardings, mesh):
+  """out_shardings for init, from ``jax.eval_shape``: a parameter's sharding
+  for the leaves shaped like it, replicated for the rest (counts, rates,
+  windows, per-leaf averages)."""
+  def pick(path, leaf):
+    key = param_key(path)
+    if key is not None and tuple(leaf.shape) == SHAPES[key]:
+      return param_shardings[key]
+    return NamedSharding(mesh, P())
+  return jax.tree_util.tree_map_with_path(pick, abstract_state)
+
+
+def placement_problems(tree, params, where, local=True):
+  """Leaves of ``tree`` not placed as the sharding contract says.
+
+  Per-element buffers (a parameter's shape, under that parameter's key) have
+  that parameter's sharding; one-element leaves (counts, learning rates,
+  window values, per-leaf averages) are replicated; with ``local`` every
+  leaf is fully addressable (one process).
+  """
+  problems = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    name = f"{where}{jax.tree_util.keystr(path)}"
+    if local and not leaf.is_fully_addressable:
+      problems.append(f"{name}: not fully addressable")
+      continue
+    key = param_key(path)
+    if key is not None and leaf.shape == params[key].shape:
+      want = params[key].sharding
+      if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
+        problems.append(f"{name}: sharding {leaf.sharding.spec} != the "
+                        f"parameter's {want.spec}")
+    elif leaf.size == 1 and not leaf.sharding.is_fully_replicated:
+      problems.append(f"{name}: one-element leaf not replicated "
+                      f"({leaf.sharding})")
+  return problems
+
+
+def capture(fn, *args):
+  """``fn(*args)``, or {"error": traceback} if it raises."""
+  try:
+    return fn(*args)
+  except Exception:  # pylint: disable=broad-except
+    return {"error": traceback.format_exc()}
+
+
+# ---------------------------------------------------------------------------
+# mode "mesh": 8 devices
+
+
+def sharded_problem(mesh):
+  host_params, host_targets = host_problem()
+  shardings = {k: NamedSharding(mesh, P(*SPECS[k])) for k in SHAPES}
+  params = {k: jax.device_put(v, shardings[k]) for k, v in host_params.items()}
+  targets = {k: jax.device_put(v, shardings[k])
+             for k, v in host_targets.items()}
+  return shardings, params, targets
+
+
+def mesh_training(axis_type, history):
+  """jit + NamedSharding on a (2, 4) data x model mesh, every configuration
+  against its single-device run (``history``) at every step."""
+  mesh = jax.make_mesh((2, 4), ("data", "model"),
+                       axis_types=(axis_type, axis_type))
+  txs = configs()
+  init, step = make_all(txs)
+  problems = []
+  errors = {name: {} for name in txs}
+
+  def record(what, got, want):
+    for name in txs:
+      errors[name][what] = max(errors[name].get(what, 0.0),
+                               tree_err(got[name], want[name]))
+
+  with jax.set_mesh(mesh):
+    shardings, params0, targets = sharded_problem(mesh)
+    params = copies(params0, txs)
+    # init with out_shardings computed from the abstract state
+    abstract = jax.eval_shape(init, params)
+    states = jax.jit(init, out_shardings=state_shardings(
+        abstract, shardings, mesh))(params)
+    problems += placement_problems(states, params0, "init(out_shardings)")
+    record("init(out_shardings)", jax.device_get(states), history[0][1])
+    # plain jit(init): right values, addressable (where it puts per-element
+    # buffers is compared with Optax in init_placement)
+    plain = jax.jit(init)(params)
+    record("init(plain jit)", jax.device_get(plain), history[0][1])
+    problems += [f"init(plain jit){jax.tree_util.keystr(k)}: not addressable"
+                 for k, x in jax.tree_util.tree_leaves_with_path(plain)
+                 if not x.is_fully_addressable]
+    step = jax.jit(step)
+    for i in range(STEPS):
+      params, states = step(params, states, targets, phase_of(i))
+      problems += placement_problems(params, params0, f"step {i} params")
+      problems += placement_problems(states, params0, f"step {i} state")
+      p_host, s_host = jax.device_get((params, states))
+      record("params, every step", p_host, history[i + 1][0])
+      record("state, every step", s_host, history[i + 1][1])
+  moved = {name: max_change(history[-1][0][name], history[0][0][name])
+           for name in txs}
+  return dict(problems=problems[:20], n_problems=len(problems),
+              errors=errors, moved=moved)
+
+
+def init_placement():
+  """Where init puts the per-element state, with optax.adam as the control.
+
+  Under an explicit-axes mesh the sharding is part of an array's type;
+  Optax's init types the state like the parameters, so init and update agree
+  and the state can be a ``fori_loop`` carry. Also eager init of sharded
+  parameters under an auto mesh (Optax: state sharded like the parameters).
+  """
+  result = {}
+  txs = dict(configs(), **{"optax.adam": optax.adam(LR)})
+  for axis_type in (AxisType.Explicit, AxisType.Auto):
+    mesh = jax.make_mesh((2, 4), ("data", "model"),
+                         axis_types=(axis_type, axis_type))
+    kind = axis_type.name.lower()
+    with jax.set_mesh(mesh):
+      _, params, targets = sharded_problem(mesh)
+      for name, tx in txs.items():
+        result[f"{kind}: eager init, {name}"] = placement_problems(
+            tx.init(params), params, "")[:6]
+        if axis_type != AxisType.Explicit:
+          continue
+        result[f"{kind}: jit(init), {name}"] = placement_problems(
+            jax.jit(tx.init)(params), params, "")[:6]
+        step = make_step(tx)
+
+        def train(p, t, tx=tx, step=step):
+          def body(i, carry):
+            return step(*carry, t, jnp.cos(0.3 * i))
+          return jax.lax.fori_loop(0, 2, body, (p, tx.init(p)))[0]
+
+        try:
+          jax.jit(train).trace(params, targets)  # the type check is here
+          result[f"{kind}: fori_loop training, {name}"] = []
+        except Exception as e:  # pylint: disable=broad-except
+          result[f"{kind}: fori_loop training, {name}"] = [
+              f"{type(e).__name__}: {str(e)[:400]}"]
+  return result
+
+
+def pmap_training():
+  """pmap data parallelism: per-device gradients averaged by lax.pmean,
+  against one device with the full-batch gradient."""
+  n = jax.local_device_count()
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(8 * n, 8)).astype(np.float32)
+  y = np.sin(rng.normal(size=(8 * n,))).astype(np.float32)
+  params0 = {"w1": (0.4 * rng.normal(size=(8, 16))).astype(np.float32),
+             "b1": np.zeros((16,), np.float32),
+             "w2": (0.4 * rng.normal(size=(16,))).astype(np.float32)}
+  txs = {k: v for k, v in configs().items() if k != "robust_stacked"}
+
+  def batch_loss(p, xb, yb):
+    h = jnp.tanh(xb @ p["w1"] + p["b1"])
+    return jnp.mean((h @ p["w2"] - yb) ** 2)
+
+  def make(grad_fn):
+    def step(params, states, xb, yb):
+      new_p, new_s = {}, {}
+      for name, tx in txs.items():
+        g = grad_fn(params[name], xb, yb)
+        u, new_s[name] = tx.update(g, states[name], params[name])
+        new_p[name] = optax.apply_updates(params[name], u)
+      return new_p, new_s
+    return step
+
+  def init(params):
+    return {name: tx.init(params[name]) for name, tx in txs.items()}
+
+  # one device, the full batch
+  full_step = jax.jit(make(jax.grad(batch_loss)))
+  p_ref = jax.device_put(copies(params0, txs), jax.local_devices()[0])
+  s_ref = jax.jit(init)(p_ref)
+  # n replicas, a slice of the batch each, gradients averaged by pmean
+  pmean_grad = lambda p, xb, yb: jax.lax.pmean(
+      jax.grad(batch_loss)(p, xb, yb), axis_name="batch")
+  pstep = jax.pmap(make(pmean_grad), axis_name="batch")
+  p_rep = jax.tree.map(lambda a: np.broadcast_to(a, (n,) + a.shape),
+                       copies(params0, txs))
+  s_rep = jax.pmap(init)(p_rep)
+  xs, ys = x.reshape(n, -1, 8), y.reshape(n, -1)
+  divergent = []
+  worst = {name: {"params": 0.0, "state": 0.0} for name in txs}
+  for i in range(STEPS):
+    p_rep, s_rep = pstep(p_rep, s_rep, xs, ys)
+    p_ref, s_ref = full_step(p_ref, s_ref, x, y)
+    host = jax.device_get((p_rep, s_rep))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(host):
+      leaf = np.asarray(leaf)
+      if leaf.shape[0] != n or not all(
+          np.array_equal(leaf[0], leaf[r]) for r in range(n)):
+        divergent.append(f"step {i}{jax.tree_util.keystr(path)}")
+    first = jax.tree.map(lambda a: np.asarray(a)[0], host)
+    ref = jax.device_get((p_ref, s_ref))
+    for name in txs:
+      for j, part in enumerate(("params", "state")):
+        worst[name][part] = max(worst[name][part],
+                                tree_err(first[j][name], ref[j][name]))
+  moved = {name: max_change(jax.device_get(p_ref[name]), params0)
+           for name in txs}
+  return dict(replicas=n, divergent=divergent[:10], worst=worst, moved=moved)
+
+
+def main_mesh():
+  host_params, host_targets = host_problem()
+  result = {"device_count": jax.device_count()}
+  history = reference_run(configs(), host_params, host_targets, STEPS)
+  for axis_type in (AxisType.Explicit, AxisType.Auto):
+    result[f"mesh_{axis_type.name.lower()}"] = capture(
+        mesh_training, axis_type, history)
+  result["init_placement"] = capture(init_placement)
+  result["pmap"] = capture(pmap_training)
+  return result
+
+
+# ---------------------------------------------------------------------------
+# mode "distributed": one of two processes, 4 devices each, one global mesh
+
+
+def main_distributed(process_id, port):
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  print("INITIALIZING", file=sys.stderr, flush=True)  # the test's markers
+  jax.distributed.initialize(
+      coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+      process_id=process_id, local_device_ids=list(range(4)),
+      initialization_timeout=60, shutdown_timeout_seconds=30)
+  print("INITIALIZED", file=sys.stderr, flush=True)
+  result = dict(process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                device_count=jax.device_count(),
+                local_device_count=jax.local_device_count())
+  host_params, host_targets = host_problem()
+  txs = {k: v for k, v in configs().items() if k == "full"}
+  history = reference_run(txs, host_params, host_targets, DIST_STEPS)
+
+  mesh = jax.make_mesh((2, 4), ("data", "model"))
+  # the processes holding each "data" index (row of the mesh)
+  result["processes_per_data_index"] = [
+      sorted({d.process_index for d in row}) for row in mesh.devices]
+  shardings = {k: NamedSharding(mesh, P(*SPECS[k])) for k in SHAPES}
+
+  def global_tree(tree):
+    return {k: jax.make_array_from_callback(
+        v.shape, shardings[k], lambda idx, v=v: v[idx])
+            for k, v in tree.items()}
+
+  params0 = global_tree(host_params)
+  targets = global_tree(host_targets)
+  result["global_leaves_span_processes"] = not any(
+      x.is_fully_addressable for x in jax.tree.leaves(params0))
+  init, step = make_all(txs)
+  params = copies(params0, txs)
+  abstract = jax.eval_shape(init, params)
+  states = jax.jit(init, out_shardings=state_shardings(
+      abstract, shardings, mesh))(params)
+  problems = placement_problems(states, params0, "init", local=False)
+  step = jax.jit(step)
+  for i in range(DIST_STEPS):
+    params, states = step(params, states, targets, phase_of(i))
+    problems += placement_problems(params, params0, f"step {i} params",
+                                   local=False)
+    problems += placement_problems(states, params0, f"step {i} state",
+                                   local=False)
+  gathered_p, gathered_s = multihost_utils.process_allgather(
+      (params, states), tiled=True)
+  result["problems"] = problems[:10]
+  result["runs"] = {
+      name: dict(params_err=tree_err(gathered_p[name], history[-1][0][name]),
+                 state_err=tree_err(gathered_s[name], history[-1][1][name]),
+                 moved=max_change(history[-1][0][name], host_params),
+                 checksum=float(sum(np.sum(np.asarray(x, np.float64))
+                                    for x in jax.tree.leaves(
+                                        gathered_p[name]))))
+      for name in txs}
+  multihost_utils.sync_global_devices("autosgm sharding test done")
+  jax.distributed.shutdown()
+  return result
+
+
+def main(argv):
+  mode = argv[1]
+  if mode == "mesh":
+    result = main_mesh()
+  elif mode == "distributed":
+    result = main_distributed(int(argv[2]), int(argv[3]))
+  else:
+    raise SystemExit(f"unknown mode {mode!r}")
+  print("\nRESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv)
