@@ -231,6 +231,7 @@ def train(
                      / steps_per_epoch,
       "steps": epochs * steps_per_epoch,
       "max_abs_bias": _max_abs_bias(model),
+      "model": model,
   }
 
 
