@@ -21,6 +21,7 @@ from autosgm_optax._migration import torch_config_kwargs
 from autosgm_optax._learning_rate import scale_by_learning_rate
 from autosgm_optax._numerator import CorrelationNumeratorState
 from autosgm_optax._numerator import correlation_numerator
+from autosgm_optax._plotting import plot_dynamics
 from autosgm_optax._plotting import plot_windows
 from autosgm_optax._diagnostics import DiagnosticsState
 from autosgm_optax._diagnostics import Summary
@@ -29,6 +30,11 @@ from autosgm_optax._readers import effective_learning_rate
 from autosgm_optax._readers import effective_learning_rates
 from autosgm_optax._readers import learning_dynamics
 from autosgm_optax._readers import numerator_values
+from autosgm_optax._stability import Finding
+from autosgm_optax._stability import StabilityConditions
+from autosgm_optax._stability import StabilityReport
+from autosgm_optax._stability import check_stability
+from autosgm_optax._stability import stability_conditions
 from autosgm_optax._window import WindowState
 from autosgm_optax._window import raised_cosine_schedule
 from autosgm_optax._window import raised_cosine_window
@@ -41,16 +47,20 @@ __all__ = (
     "AutoSGMBlock",
     "CorrelationNumeratorState",
     "DiagnosticsState",
+    "Finding",
     "Dynamics",
     "LIKE_PARAMS",
     "LowpassFilterState",
     "MomentDenominatorState",
     "ScaleByAutoSGMState",
     "ScaleByLearningRateState",
+    "StabilityConditions",
+    "StabilityReport",
     "Summary",
     "WeightDecayState",
     "WindowState",
     "autosgm",
+    "check_stability",
     "correlation_numerator",
     "coupled_decay",
     "decoupled_decay",
@@ -62,6 +72,7 @@ __all__ = (
     "lowpass_filter",
     "moment_denominator",
     "numerator_values",
+    "plot_dynamics",
     "plot_windows",
     "presets",
     "raised_cosine_schedule",
@@ -69,6 +80,7 @@ __all__ = (
     "scale_by_autosgm",
     "scale_by_learning_rate",
     "scale_by_window",
+    "stability_conditions",
     "torch_config_kwargs",
     "window_schedule",
 )

@@ -1,9 +1,11 @@
-"""Plots of windows ``F(step)``; matplotlib is an optional dependency."""
+"""Plots of windows ``F(step)`` and of learning dynamics; matplotlib is an
+optional dependency."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +24,12 @@ _INSTALL_HINT = (
     '`pip install "autosgm-optax[plot]"` (or `pip install matplotlib`).')
 
 
-def _import_matplotlib():
+def _import_matplotlib(function: str = "plot_windows"):
   try:
     import matplotlib  # pylint: disable=import-outside-toplevel
   except ImportError as error:
-    raise ImportError(_INSTALL_HINT) from error
+    raise ImportError(
+        _INSTALL_HINT.replace("plot_windows", function, 1)) from error
   return matplotlib
 
 
@@ -124,4 +127,156 @@ def plot_windows(
   if title is not None:
     ax.set_title(title)
   ax.legend(fontsize="small")
+  return fig
+
+
+# ---------------------------------------------------------------------------
+# learning dynamics
+
+#: (field, statistic for "sup", statistic for "mean", y label, log scale)
+_PANELS = (
+    ("alpha", "sup", "mean", r"$\alpha(t)$", True),
+    ("r", "sup", "mean", r"$r(t) = \alpha(t)/\alpha(t-1)$", False),
+    ("margin", "sup", "mean", r"margin $\beta\,|r(t)|$", False),
+    ("dw", "sup", "rms", r"$\Delta w(t+1)$", True),
+)
+
+
+def short_leaf_name(path: str) -> str:
+  """A leaf's path for a legend: ``"['layer1']['w']"`` -> ``"layer1/w"``.
+
+  A bare array (path ``""``) is ``"params"``.
+  """
+  parts = [a or b or c for a, b, c in
+           re.findall(r"\['([^']*)'\]|\[(\d+)\]|\.(\w+)", path)]
+  return "/".join(parts) if parts else (path or "params")
+
+
+def _choose_leaves(names: Sequence[str],
+                   leaves: Optional[Sequence[str]]) -> list[int]:
+  if leaves is None:
+    return list(range(len(names)))
+  if isinstance(leaves, str):
+    leaves = [leaves]
+  index = {}
+  for i, name in enumerate(names):
+    index.setdefault(name, i)
+    index.setdefault(short_leaf_name(name), i)
+  chosen = []
+  for leaf in leaves:
+    if leaf not in index:
+      raise ValueError(
+          f"no leaf {leaf!r} in the history; its leaves are "
+          f"{[short_leaf_name(n) for n in names]} (or as keystr: "
+          f"{list(names)}).")
+    chosen.append(index[leaf])
+  if not chosen:
+    raise ValueError("leaves is empty: give at least one leaf, or None for "
+                     "all.")
+  return chosen
+
+
+def plot_dynamics(
+    history: Sequence[Any],
+    *,
+    leaves: Optional[Sequence[str]] = None,
+    axes: Optional[Sequence["matplotlib.axes.Axes"]] = None,
+    statistic: str = "sup",
+    first_step: int = 1,
+    title: Optional[str] = None,
+) -> "matplotlib.figure.Figure":
+  r"""Draws the learning dynamics of a training run, one line per leaf.
+
+  ``history`` holds one :class:`autosgm_optax.Dynamics` per update (what
+  ``learning_dynamics(state)[path]`` returns after each update, with
+  ``diagnostics="summary"`` or ``"element"``). Four panels over the update
+  ``t``: the learning rate ``alpha(t)`` (log scale), the ratio ``r(t)``,
+  the contraction margin ``beta |r(t)|`` (a dotted line at 1) and the size
+  of the parameter change ``dw(t+1)`` (log scale). Each leaf's elements are
+  reduced as the summary level does: ``statistic="sup"`` draws the max of
+  the absolute value over the leaf in every panel; ``"mean"`` the mean of
+  ``alpha``, ``r`` and the margin, and the root mean square of ``dw``
+  (``sqrt(mean^2 + std^2)``: the norm over the square root of the size).
+
+  matplotlib is an optional dependency: ``pip install "autosgm-optax[plot]"``.
+
+  Args:
+    history: a sequence of ``Dynamics`` of one level, one per update.
+    leaves: the leaves to draw, by path (``"['layer1']['w']"``, as
+      ``jax.tree_util.keystr`` writes it, or ``"layer1/w"``); None for all.
+    axes: four matplotlib ``Axes`` to draw on (alpha, r, margin, dw); None
+      makes a new figure of 2 x 2 panels.
+    statistic: ``"sup"`` or ``"mean"`` (see above).
+    first_step: the update ``t`` of ``history[0]``.
+    title: the figure's title; None leaves it unset.
+
+  Returns:
+    The matplotlib ``Figure`` that holds the panels.
+
+  Raises:
+    ImportError: matplotlib is not installed.
+
+  Example:
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")  # no display needed
+    >>> import matplotlib.pyplot as plt
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import autosgm_optax as asgm
+    >>> from autosgm_optax._plotting import plot_dynamics
+    >>> tx = asgm.autosgm(0.1, window=asgm.raised_cosine_window(20),
+    ...                   diagnostics="summary")
+    >>> params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
+    >>> loss = lambda p: jnp.sum(p["w"] ** 2) + jnp.sum((p["b"] - 1) ** 2)
+    >>> state, history = tx.init(params), []
+    >>> for _ in range(20):
+    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    ...   history.append(asgm.learning_dynamics(state)[""])
+    >>> fig = plot_dynamics(history, leaves=["w"])
+    >>> [ax.get_lines()[0].get_label() for ax in fig.axes]
+    ['w', 'w', 'w', 'w']
+    >>> plt.close(fig)
+  """
+  _import_matplotlib("plot_dynamics")
+  # pylint: disable-next=import-outside-toplevel
+  from autosgm_optax._stability import history_table
+  history = list(history)
+  if not history:
+    raise ValueError("history is empty: record learning_dynamics(state)[path] "
+                     "after each update.")
+  if statistic not in ("sup", "mean"):
+    raise ValueError(f"statistic={statistic!r} must be 'sup' or 'mean'.")
+  if axes is None:
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    fig, grid = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+    axes = list(np.ravel(grid))
+  else:
+    axes = list(np.ravel(np.asarray(axes, dtype=object)))
+    if len(axes) != 4:
+      raise ValueError(f"axes must be 4 Axes (alpha, r, margin, dw); got "
+                       f"{len(axes)}.")
+    fig = axes[0].figure
+
+  steps = first_step + np.arange(len(history))
+  chosen = None
+  for ax, (field, sup_stat, mean_stat, label, log) in zip(axes, _PANELS):
+    stat = sup_stat if statistic == "sup" else mean_stat
+    names, table = history_table(history, field, stat)
+    if chosen is None:
+      chosen = _choose_leaves(names, leaves)
+    for j in chosen:
+      ax.plot(steps, table[:, j], label=short_leaf_name(names[j]))
+    if field in ("r", "margin"):
+      ax.axhline(1.0, color="0.4", lw=0.8, ls=":", label="_one")
+    values = table[:, chosen]
+    if log and np.any(np.isfinite(values) & (values > 0)):
+      ax.set_yscale("log")
+    word = {"sup": "sup", "mean": "mean", "rms": "rms"}[stat]
+    ax.set_ylabel(f"{label} ({word} over the leaf)")
+    ax.grid(True, alpha=0.3)
+  for ax in axes[2:]:
+    ax.set_xlabel("update t")
+  axes[0].legend(fontsize="small")
+  if title is not None:
+    fig.suptitle(title)
   return fig

@@ -13,7 +13,14 @@ Targets (SPEC.md, section 11, "Step-time targets"):
   the parameters, the gradient and the same number of per-element state
   buffers, writes the new state buffers and the new parameters) with
   trivial arithmetic; for the averaged variant it also has a per-leaf
-  reduction whose result scales the final update.
+  reduction whose result scales the final update;
+- learning dynamics (issue 10, not in SPEC.md): the full configuration
+  with ``diagnostics="summary"`` <= 1.3x the same configuration without
+  diagnostics, timed in the same interleaved run. The summary level keeps
+  ``alpha(t-1)``, ``g(t-1)`` and the decay term of the last step per element
+  (3 more buffers read and written: 17 streams against 11, so about 1.5x is
+  its floor where the step is memory-bound) and reduces five quantities per
+  leaf to scalars.
 
 Every step is ``(params, state, grads) -> (new_params, new_state)`` (update
 plus ``optax.apply_updates``), jitted with ``donate_argnums=(0, 1)`` and
@@ -58,6 +65,7 @@ FULL_KWARGS = dict(gamma=0.5528, numerator="correlation", weight_decay=1e-4)
 FLOOR_TARGET = 1.3
 FLOOR_GOAL = 1.15
 BYTES_TARGET = 1.0
+DIAGNOSTICS_TARGET = 1.3
 
 
 # ---------------------------------------------------------------------------
@@ -252,6 +260,8 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
           LR, window=window(), numerator_average=False,
           numerator_smoothing=None, **FULL_KWARGS)),
       ("floor (4 buffers)", lambda: floor_kernel(4, False)),
+      ("full, diagnostics", lambda: asgm.autosgm(
+          LR, window=window(), diagnostics="summary", **FULL_KWARGS)),
   ]
   rows = [
       ("control: optax.adam vs optax.adam", "optax.adam (copy)",
@@ -268,6 +278,8 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
        "floor (4 buffers + reduction)", "floor"),
       ("full config, no averaging vs floor (4 buffers)", "full, no averaging",
        "floor (4 buffers)", "floor"),
+      ('full config, diagnostics="summary" vs full config',
+       "full, diagnostics", "full", "diagnostics"),
   ]
   return entries, rows
 
@@ -355,6 +367,12 @@ def run_size(total: int, args) -> None:
       verdicts.append(
           f"- {label}: {ratio:.3f}x the floor: {mark} "
           f"(target <= {FLOOR_TARGET}x, goal {FLOOR_GOAL}x)")
+    elif kind == "diagnostics":
+      mark = ("meets target" if ratio <= DIAGNOSTICS_TARGET
+              else "MISSES target")
+      verdicts.append(
+          f"- {label}: {ratio:.3f}x without diagnostics: {mark} "
+          f"(target <= {DIAGNOSTICS_TARGET}x)")
 
   print(f"\ncontrol row (two copies of optax.adam): time ratio "
         f"{control_ratio:.3f}; per-round ratios: median "

@@ -1,0 +1,123 @@
+"""notebooks/learning_dynamics.ipynb runs, in a small size, and shows what it
+says.
+
+The notebook reads its size from the environment (``DYNAMICS_STEPS``); here
+it runs 20 steps in a fresh kernel, and a cell appended at the end reports
+its results as JSON.
+"""
+
+import json
+import pathlib
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+
+NOTEBOOK = (pathlib.Path(__file__).resolve().parent.parent / "notebooks"
+            / "learning_dynamics.ipynb")
+STEPS = 20
+MARKER = "DYNAMICS_RESULTS "
+
+REPORT = f"""
+import json
+
+def _summary(run):
+    report = check_stability(run["history"], rates=run["rates"])
+    return {{
+        "alpha": per_step(run["history"], "alpha").tolist(),
+        "r": per_step(run["history"], "r").tolist(),
+        "stable": report.stable,
+        "growth": len(report.growth),
+        "divergence": len(report.divergence),
+        "warmup": len(report.warmup),
+        "accuracy": run["accuracy"],
+    }}
+
+_lsq = {{}}
+for _factor, (_history, _rates, _losses) in lsq.items():
+    _report = check_stability(_history, rates=_rates)
+    _lsq[str(_factor)] = {{"stable": _report.stable,
+                          "divergence": len(_report.divergence),
+                          "margin": len(_report.margin)}}
+print({MARKER!r} + json.dumps({{
+    "steps": STEPS,
+    "runs": {{name: _summary(run) for name, run in runs.items()}},
+    "blind_stable": blind.stable,
+    "lsq": _lsq,
+}}))
+"""
+
+
+def _outputs(nb):
+  for cell in nb.cells:
+    if cell.cell_type == "code":
+      yield from cell.get("outputs", [])
+
+
+def _text(nb):
+  return "".join(o.get("text", "") for o in _outputs(nb)
+                 if o.output_type == "stream")
+
+
+def _images(nb):
+  return [o for o in _outputs(nb)
+          if o.output_type in ("display_data", "execute_result")
+          and "image/png" in o.get("data", {})]
+
+
+def test_notebook_runs_in_small_size(monkeypatch):
+  monkeypatch.setenv("DYNAMICS_STEPS", str(STEPS))
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nb.cells.append(nbformat.v4.new_code_cell(REPORT.strip()))
+  client = nbclient.NotebookClient(
+      nb, timeout=240, kernel_name="python3", record_timing=False,
+      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+  client.execute()  # raises CellExecutionError on any error
+
+  assert not [o for o in _outputs(nb) if o.output_type == "error"]
+  text = _text(nb)
+  lines = [line for line in text.splitlines() if line.startswith(MARKER)]
+  assert len(lines) == 1, text[-2000:]
+  report = json.loads(lines[0][len(MARKER):])
+  assert report["steps"] == STEPS
+  runs = report["runs"]
+  assert set(runs) == {"constant", "cosine", "full, to 0"}
+  for name, run in runs.items():
+    assert len(run["alpha"]) == len(run["r"]) == STEPS
+    assert run["stable"] and run["growth"] == 0 and run["divergence"] == 0, (
+        name, run)
+  # alpha anneals under the windows, not without one
+  constant, cosine, full = runs["constant"], runs["cosine"], runs["full, to 0"]
+  assert constant["alpha"][-1] > 0.1 * max(constant["alpha"])
+  assert cosine["alpha"][-1] < 0.05 * max(cosine["alpha"])
+  # r drops at the end of the cosine but stays > 0; it is 0 exactly where
+  # the full window reaches 0, and so is alpha
+  assert 0 < cosine["r"][-1] < 0.5
+  assert full["alpha"][-1] == 0 and full["r"][-1] == 0
+  assert constant["r"][-1] == pytest.approx(1, abs=0.05)
+  # the full window's warm-up is reported apart; without rates it is not
+  assert full["warmup"] > 0 and not report["blind_stable"]
+  # heavy ball on least squares: stable at half the bound, diverging at 2x
+  assert report["lsq"]["0.5"] == {"stable": True, "divergence": 0,
+                                  "margin": 0}
+  assert not report["lsq"]["2.0"]["stable"]
+  assert report["lsq"]["2.0"]["divergence"] > 0
+  assert report["lsq"]["2.0"]["margin"] == 0
+  assert len(_images(nb)) == 3
+
+
+def test_stored_notebook_was_run_in_full_and_is_small():
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nbformat.validate(nb)
+  assert NOTEBOOK.stat().st_size < 400_000
+  assert not [o for o in _outputs(nb) if o.output_type == "error"]
+  params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", ())]
+  assert len(params) == 1 and "DYNAMICS_STEPS" in params[0].source
+  text = _text(nb)
+  assert "600 steps" in text
+  assert "UNSTABLE" in text and "stable, contractive at every step" in text
+  assert len(_images(nb)) == 3
