@@ -48,10 +48,9 @@ from autosgm_optax import _base
 
 LEVELS = ("summary", "element")
 
-#: The per-element quantities of the core (without mu) that are recorded;
-#: the summary level also summarises the margin beta |r|.
+#: The per-element quantities of the core (without mu) that are recorded.
+#: The margin beta |r| is beta r (alpha >= 0, so r >= 0): readers derive it.
 QUANTITIES = ("alpha", "r", "e", "update")
-SUMMARISED = QUANTITIES + ("margin",)
 
 
 class Summary(NamedTuple):
@@ -81,6 +80,8 @@ class DiagnosticsState(NamedTuple):
 
 
 def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  # jnp.std subtracts the mean first: E[x^2] - E[x]^2 loses the standard
+  # deviation of a nearly constant alpha to cancellation in float32.
   return jnp.max(jnp.abs(x)), jnp.mean(x), jnp.std(x)
 
 
@@ -96,7 +97,7 @@ def init(params: Any, level: str, *, track_grad: bool,
   scalars = lambda: jax.tree.map(
       lambda p: jnp.zeros([], _base.state_dtype(p.dtype, None)), params)
   if level == "summary":
-    values = {q: Summary(scalars(), scalars(), scalars()) for q in SUMMARISED}
+    values = {q: Summary(scalars(), scalars(), scalars()) for q in QUANTITIES}
   else:
     values = {q: zeros() for q in QUANTITIES}
   dtype = _base.scalar_dtype(params)
@@ -145,8 +146,6 @@ def update(signal: _base.Signal, out: Any, state: DiagnosticsState,
       e = e + (beta * z_prev - z) / eta
     undefined = jnp.sum(~defined).astype(jnp.int32)
     quantities = dict(alpha=alpha, r=r, e=e, update=u.astype(dt))
-    if level == "summary":
-      quantities["margin"] = beta * jnp.abs(r)
     return quantities, g.astype(dt), z, undefined
 
   columns = zip(leaves, flat(signal.grad), flat(signal.denominator),
@@ -161,7 +160,7 @@ def update(signal: _base.Signal, out: Any, state: DiagnosticsState,
 
   if level == "summary":
     values = {}
-    for q in SUMMARISED:
+    for q in QUANTITIES:
       stats = [_summary(qs[q]) for qs in quantities]
       values[q] = Summary(*(tree_of([st[i] for st in stats])
                             for i in range(3)))

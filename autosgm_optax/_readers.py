@@ -184,7 +184,7 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
         level="summary",
         alpha=_scale_summary(values["alpha"], mu),
         r=_scale_summary(values["r"], ratio),
-        margin=_scale_summary(values["margin"], ratio),
+        margin=_scale_summary(values["r"], diag.beta * ratio),  # r >= 0
         e=values["e"],
         dw=_scale_summary(values["update"], step),
         r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta)
