@@ -6,10 +6,11 @@ it runs 20 steps in a fresh kernel, and a cell appended at the end reports
 its results as JSON.
 """
 
-import json
 import pathlib
 
 import pytest
+
+import notebook_support
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -52,37 +53,10 @@ print({MARKER!r} + json.dumps({{
 """
 
 
-def _outputs(nb):
-  for cell in nb.cells:
-    if cell.cell_type == "code":
-      yield from cell.get("outputs", [])
-
-
-def _text(nb):
-  return "".join(o.get("text", "") for o in _outputs(nb)
-                 if o.output_type == "stream")
-
-
-def _images(nb):
-  return [o for o in _outputs(nb)
-          if o.output_type in ("display_data", "execute_result")
-          and "image/png" in o.get("data", {})]
-
-
 def test_notebook_runs_in_small_size(monkeypatch):
   monkeypatch.setenv("DYNAMICS_STEPS", str(STEPS))
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  nb.cells.append(nbformat.v4.new_code_cell(REPORT.strip()))
-  client = nbclient.NotebookClient(
-      nb, timeout=240, kernel_name="python3", record_timing=False,
-      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-  client.execute()  # raises CellExecutionError on any error
-
-  assert not [o for o in _outputs(nb) if o.output_type == "error"]
-  text = _text(nb)
-  lines = [line for line in text.splitlines() if line.startswith(MARKER)]
-  assert len(lines) == 1, text[-2000:]
-  report = json.loads(lines[0][len(MARKER):])
+  nb, report = notebook_support.run_with_report(
+      NOTEBOOK, REPORT, MARKER, timeout=240)
   assert report["steps"] == STEPS
   runs = report["runs"]
   assert set(runs) == {"constant", "cosine", "full, to 0"}
@@ -107,17 +81,17 @@ def test_notebook_runs_in_small_size(monkeypatch):
   assert not report["lsq"]["2.0"]["stable"]
   assert report["lsq"]["2.0"]["divergence"] > 0
   assert report["lsq"]["2.0"]["margin"] == 0
-  assert len(_images(nb)) == 3
+  assert len(notebook_support.images(nb)) == 3
 
 
 def test_stored_notebook_was_run_in_full_and_is_small():
   nb = nbformat.read(NOTEBOOK, as_version=4)
   nbformat.validate(nb)
   assert NOTEBOOK.stat().st_size < 400_000
-  assert not [o for o in _outputs(nb) if o.output_type == "error"]
+  assert not notebook_support.errors(nb)
   params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", ())]
   assert len(params) == 1 and "DYNAMICS_STEPS" in params[0].source
-  text = _text(nb)
+  text = notebook_support.text(nb)
   assert "600 steps" in text
   assert "UNSTABLE" in text and "stable, contractive at every step" in text
-  assert len(_images(nb)) == 3
+  assert len(notebook_support.images(nb)) == 3
