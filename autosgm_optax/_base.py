@@ -232,19 +232,29 @@ def check_range(name: str, value: Any, low: Optional[float] = None,
   check_type(name, value, allow_schedule=allow_schedule)
   if not is_number(value):
     return
-  v = float(value)
+  interval = outside(float(value), low, high, low_open=low_open,
+                     high_open=high_open)
+  if interval:
+    raise ValueError(
+        f"{name}={value!r} is outside the valid range {interval}.")
+
+
+def outside(v: float, low: Optional[float], high: Optional[float], *,
+            low_open: bool = False, high_open: bool = True) -> Optional[str]:
+  """The valid interval, written out, if ``v`` is outside it (or not
+  finite); None if ``v`` is inside."""
   bad = not np.isfinite(v)
   if low is not None:
     bad |= v <= low if low_open else v < low
   if high is not None:
     bad |= v >= high if high_open else v > high
-  if bad:
-    left = "(" if low_open else "["
-    right = ")" if high_open else "]"
-    lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf" if high is None else f"{high:g}"
-    raise ValueError(
-        f"{name}={value!r} is outside the valid range {left}{lo}, {hi}{right}.")
+  if not bad:
+    return None
+  left = "(" if low_open else "["
+  right = ")" if high_open else "]"
+  lo = "-inf" if low is None else f"{low:g}"
+  hi = "inf" if high is None else f"{high:g}"
+  return f"{left}{lo}, {hi}{right}"
 
 
 def check_filter_design(beta: Any, gamma: Any, eta: Any = None) -> None:

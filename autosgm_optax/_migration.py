@@ -105,6 +105,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import optax
 
+from autosgm_optax import _base
+
 from autosgm_optax._autosgm import autosgm
 from autosgm_optax._window import window_schedule
 
@@ -187,17 +189,11 @@ def _real(name: str, i: int, value: Any, low: Optional[float] = None,
       value, numbers.Real):
     raise TypeError(f"{_label(name, i, value)} must be a number.")
   v = float(value)
-  bad = not np.isfinite(v)
-  if low is not None:
-    bad |= v <= low if low_open else v < low
-  if high is not None:
-    bad |= v >= high if high_open else v > high
-  if bad:
-    left, right = "(" if low_open else "[", ")" if high_open else "]"
-    lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf" if high is None else f"{high:g}"
+  interval = _base.outside(v, low, high, low_open=low_open,
+                           high_open=high_open)
+  if interval:
     raise ValueError(f"{_label(name, i, value)} is outside the valid range "
-                     f"{left}{lo}, {hi}{right}.")
+                     f"{interval}.")
   return v
 
 
