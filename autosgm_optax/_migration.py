@@ -106,7 +106,6 @@ import numpy as np
 import optax
 
 from autosgm_optax import _base
-
 from autosgm_optax._autosgm import autosgm
 from autosgm_optax._window import window_schedule
 
