@@ -88,3 +88,16 @@ def assert_bitwise_equal(a, b):
     np.testing.assert_array_equal(
         np.asarray(x), np.asarray(y),
         err_msg=f"leaf {jax.tree_util.keystr(path)} differs")
+
+
+def counted_step(tx, loss):
+  """A jitted training step and the list it appends to on every trace."""
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(1)
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step, traces

@@ -12,7 +12,8 @@ import pytest
 
 import autosgm_optax as asgm
 from autosgm_optax import presets
-from conftest import PROBLEMS, assert_bitwise_equal, relative_error, run
+from conftest import (PROBLEMS, assert_bitwise_equal, counted_step,
+                      relative_error, run)
 
 FULL = dict(beta=0.9, gamma=0.5528, numerator="robust_correlation",
             window=asgm.raised_cosine_window(50, full=True, floor=0.1),
@@ -22,14 +23,7 @@ FULL = dict(beta=0.9, gamma=0.5528, numerator="robust_correlation",
 def test_hundred_jitted_steps_compile_once():
   params, loss = PROBLEMS["mlp"]()
   tx = asgm.autosgm(optax.cosine_decay_schedule(1e-2, 100), **FULL)
-  traces = []
-
-  @jax.jit
-  def step(p, s):
-    traces.append(1)
-    u, s = tx.update(jax.grad(loss)(p), s, p)
-    return optax.apply_updates(p, u), s
-
+  step, traces = counted_step(tx, loss)
   p, s = params, tx.init(params)
   for _ in range(100):
     p, s = step(p, s)

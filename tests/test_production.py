@@ -11,7 +11,8 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
-from conftest import PROBLEMS, assert_bitwise_equal, relative_error, run
+from conftest import (PROBLEMS, assert_bitwise_equal, counted_step,
+                      relative_error, run)
 
 FULL = dict(beta=0.9, gamma=0.5528, numerator="correlation",
             weight_decay=1e-3)
@@ -40,14 +41,7 @@ def test_inject_every_keyword_no_recompile_and_eval_shape():
   abstract = jax.eval_shape(tx.init, params)
   state = tx.init(params)
   assert jax.tree.structure(abstract) == jax.tree.structure(state)
-  traces = []
-
-  @jax.jit
-  def step(p, s):
-    traces.append(1)
-    u, s = tx.update(jax.grad(loss)(p), s, p)
-    return optax.apply_updates(p, u), s
-
+  step, traces = counted_step(tx, loss)
   p = params
   for k in range(6):
     p, state = step(p, state)
