@@ -83,8 +83,20 @@ def moment_denominator(
     nu_hat = optax.tree.bias_correction(nu, beta, count_inc)
     d = jax.tree.map(lambda n: jnp.sqrt(n + eps_root) + eps, nu_hat)
     direction = jax.tree.map(lambda x, dd: x / dd, signal.direction, d)
+    # d and direction again for the numerator's estimators, by a separate
+    # expression (see _base.Signal): nu times the reciprocal of the bias
+    # correction where d divides by it. Unused, XLA drops it.
+    inv_correction = 1 / (1 - beta**count_inc)
+    d_est = jax.tree.map(
+        lambda n: jnp.sqrt(n * inv_correction.astype(n.dtype) + eps_root)
+        + eps, nu)
+    estimate = signal.direction if signal.estimate is None else (
+        signal.estimate)
+    estimate = jax.tree.map(lambda x, dd: x / dd, estimate, d_est)
     new_state = MomentDenominatorState(
         count=count_inc, nu=_base.cast_tree(nu, state.nu))
-    return signal._replace(direction=direction, denominator=d), new_state
+    return signal._replace(direction=direction, denominator=d,
+                           estimate=estimate,
+                           estimate_denominator=d_est), new_state
 
   return _base.AutoSGMBlock(init_fn, apply_fn, kind="denominator")

@@ -173,14 +173,19 @@ def lowpass_filter(
     del params
     count_inc = optax.safe_increment(state.count)
     m_new = jax.tree.map(moment, signal.grad, state.m)
-    v = jax.tree.map(output, m_new, state.m, signal.grad)
-    s = 1
+    v_raw = jax.tree.map(output, m_new, state.m, signal.grad)
+    v, estimate, s = v_raw, None, 1
     if debias:
-      v = _debias(v, count_inc, beta, zero, gain / (1 - beta))
-      s = debias_divisor(count_inc, beta, zero, gain)  # for diagnostics only
+      v = _debias(v_raw, count_inc, beta, zero, gain / (1 - beta))
+      s = debias_divisor(count_inc, beta, zero, gain)
+      # The same values for the estimators, by a separate expression (see
+      # _base.Signal): times the reciprocal of s where v divides by it.
+      estimate = jax.tree.map(
+          lambda x: x * (1 / s).astype(_base.real_dtype(x.dtype)), v_raw)
     new_state = LowpassFilterState(
         count=count_inc, m=_base.cast_tree(m_new, state.m))
-    return (signal._replace(direction=v, filter=(beta, zero, gain, s)),
+    return (signal._replace(direction=v, estimate=estimate,
+                            filter=(beta, zero, gain, s)),
             new_state)
 
   return _base.AutoSGMBlock(init_fn, apply_fn, kind="filter",

@@ -196,7 +196,13 @@ def correlation_numerator(
     def flat(tree):
       return [None] * n if tree is None else treedef.flatten_up_to(tree)
 
-    columns = zip(leaves, flat(signal.direction), flat(signal.denominator),
+    # The estimators read the direction and d built for them (see
+    # _base.Signal), or, used alone, the input and no d.
+    direction = signal.direction if signal.estimate is None else (
+        signal.estimate)
+    denominator = signal.denominator if signal.estimate_denominator is None else (
+        signal.estimate_denominator)
+    columns = zip(leaves, flat(direction), flat(denominator),
                   flat(params), flat(state.c), flat(state.w2),
                   flat(state.p_abs), flat(state.a))
     results = [leaf_step(*col) for col in columns]
