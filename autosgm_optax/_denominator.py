@@ -84,12 +84,17 @@ def moment_denominator(
     d = jax.tree.map(lambda n: jnp.sqrt(n + eps_root) + eps, nu_hat)
     direction = jax.tree.map(lambda x, dd: x / dd, signal.direction, d)
     # d and direction again for the numerator's estimators, by a separate
-    # expression (see _base.Signal): nu times the reciprocal of the bias
-    # correction where d divides by it. Unused, XLA drops it.
-    inv_correction = 1 / (1 - beta**count_inc)
+    # expression (see _base.Signal) that no algebraic rewrite makes equal to
+    # d's: sqrt(nu + eps_root c) / sqrt(c) + eps with c the bias correction.
+    # Unused, XLA drops it.
+    correction = 1 - beta**count_inc
+    inv_root = jax.lax.rsqrt(correction)
+    if _base.is_number(eps_root) and eps_root == 0:
+      shifted = lambda n: n
+    else:
+      shifted = lambda n: n + (eps_root * correction).astype(n.dtype)
     d_est = jax.tree.map(
-        lambda n: jnp.sqrt(n * inv_correction.astype(n.dtype) + eps_root)
-        + eps, nu)
+        lambda n: jnp.sqrt(shifted(n)) * inv_root.astype(n.dtype) + eps, nu)
     estimate = signal.direction if signal.estimate is None else (
         signal.estimate)
     estimate = jax.tree.map(lambda x, dd: x / dd, estimate, d_est)
