@@ -91,8 +91,9 @@ def scale_by_autosgm(
       (per-leaf sup, mean and standard deviation of the effective learning
       rate, its ratio, the margin, the LTV input and the update, recorded in
       the state) or ``"element"`` (the same per element). Both keep the
-      previous step's per-element ``alpha`` (and ``g(t-1)`` when the filter
-      has a zero, the decay term with decoupled decay). Read them with
+      previous step's per-element ``alpha`` and, when the filter has a zero
+      or decoupled decay is on, one more per-element buffer, the part of the
+      LTV input that comes from the previous step. Read them with
       :func:`autosgm_optax.learning_dynamics`.
 
   Returns:
@@ -155,7 +156,7 @@ def scale_by_autosgm(
     out = signal.finish()
     if diagnostics is not None:
       new_state["diagnostics"] = _diagnostics.update(
-          signal, out, state.diagnostics, diagnostics)
+          signal, out, state.diagnostics, diagnostics, track_grad=track_grad)
     return out, ScaleByAutoSGMState(**new_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

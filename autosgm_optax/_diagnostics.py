@@ -48,6 +48,7 @@ from autosgm_optax import _base
 
 LEVELS = ("summary", "element")
 
+
 #: The per-element quantities of the core (without mu) that are recorded.
 #: The margin beta |r| is beta r (alpha >= 0, so r >= 0): readers derive it.
 QUANTITIES = ("alpha", "r", "e", "update")
@@ -71,8 +72,9 @@ class DiagnosticsState(NamedTuple):
   """
 
   alpha_prev: optax.Updates  # per element F a / (d s) of the last update
-  grad_prev: Optional[optax.Updates]  # g(t-1), only when gamma may be != 0
-  decay_prev: Optional[optax.Updates]  # z(t-1), only with decoupled decay
+  input_prev: Optional[optax.Updates]  # gamma g + (beta / eta) z of the last
+  # update: the part of e(t) that comes from step t-1 (None when the filter's
+  # zero is a plain 0 and there is no decoupled decay)
   r_undefined: Any  # per leaf: number of elements where alpha(t-1) = 0
   beta: chex.Array  # shape=(); the filter's pole
   eta: chex.Array  # shape=(); the filter's gain
@@ -81,7 +83,9 @@ class DiagnosticsState(NamedTuple):
 
 def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   # jnp.std subtracts the mean first: E[x^2] - E[x]^2 loses the standard
-  # deviation of a nearly constant alpha to cancellation in float32.
+  # deviation of a nearly constant alpha to cancellation in float32. (Of the
+  # forms tried, this one also streams the fewest bytes under XLA on CPU:
+  # moments about the first element made XLA write x - c to memory.)
   return jnp.max(jnp.abs(x)), jnp.mean(x), jnp.std(x)
 
 
@@ -103,55 +107,65 @@ def init(params: Any, level: str, *, track_grad: bool,
   dtype = _base.scalar_dtype(params)
   return DiagnosticsState(
       alpha_prev=zeros(),
-      grad_prev=zeros() if track_grad else None,
-      decay_prev=zeros() if track_decay else None,
+      input_prev=zeros() if (track_grad or track_decay) else None,
       r_undefined=jax.tree.map(lambda p: jnp.zeros([], jnp.int32), params),
       beta=jnp.zeros([], dtype), eta=jnp.zeros([], dtype),
       values=values)
 
 
 def update(signal: _base.Signal, out: Any, state: DiagnosticsState,
-           level: str) -> DiagnosticsState:
-  """Records the dynamics of the update ``out`` made from ``signal``."""
+           level: str, *, track_grad: bool) -> DiagnosticsState:
+  """Records the dynamics of the update ``out`` made from ``signal``.
+
+  ``d`` is read from the estimators' copy (``Signal.estimate_denominator``,
+  equal to ``d`` up to float32 rounding) so that the update's own kernel
+  does not share it, which would make XLA write it to memory.
+  """
   beta, gamma, eta, s = signal.filter if signal.filter is not None else (
       0.0, 0.0, 1.0, 1)
   leaves, treedef = jax.tree.flatten(out)
   n = len(leaves)
+  denominator = (signal.denominator if signal.estimate_denominator is None
+                 else signal.estimate_denominator)
 
   def flat(tree):
     return [None] * n if tree is None else treedef.flatten_up_to(tree)
 
-  def leaf(u, g, d, decay, a, alpha_prev, g_prev, z_prev):
+  def leaf(u, g, d, decay, a, alpha_prev, h_prev):
     dt = alpha_prev.dtype
-    alpha = jnp.ones_like(alpha_prev) / s
+    alpha = 1 / s
     if d is not None:
       alpha = alpha / d
     if a is not None:
       alpha = alpha * a
     if signal.window is not None:
       alpha = alpha * signal.window
-    alpha = alpha.astype(dt)
+    alpha = jnp.broadcast_to(alpha, alpha_prev.shape).astype(dt)
     defined = alpha_prev > 0
     r = jnp.where(defined, alpha / jnp.where(defined, alpha_prev, 1), 0)
-    e = -g.astype(dt)
-    if g_prev is not None:
-      e = e + gamma * g_prev
-    z = None
-    if z_prev is not None:
-      if decay is None:  # a leaf the decay mask exempts
-        z = jnp.zeros_like(z_prev)
-      else:
-        z = decay * s if d is None else decay * d * s
-        z = z.astype(dt)  # s may be float64 under x64 with Python poles
-      e = e + (beta * z_prev - z) / eta
-    undefined = jnp.sum(~defined).astype(jnp.int32)
+    g = g.astype(dt)
+    e, h = -g, None
+    if h_prev is not None:
+      # e(t) = gamma g(t-1) - g(t) + (beta z(t-1) - z(t)) / eta, with the
+      # terms of step t-1 kept together in h(t-1).
+      e = e + h_prev
+      h = gamma * g if track_grad else jnp.zeros_like(h_prev)
+      if signal.decay is not None:
+        if decay is None:  # a leaf the decay mask exempts: z = 0
+          z = jnp.zeros_like(h_prev)
+        else:  # z = c_rho rho d s w, the decay term in the filter's units
+          z = decay * s if d is None else decay * d * s
+          z = z.astype(dt)  # s may be float64 under x64 with Python poles
+        e = e - z / eta
+        h = h + (beta / eta) * z
+      h = h.astype(dt)
+    undefined = jnp.sum(jnp.where(defined, 0, 1), dtype=jnp.int32)
     quantities = dict(alpha=alpha, r=r, e=e, update=u.astype(dt))
-    return quantities, g.astype(dt), z, undefined
+    return quantities, h, undefined
 
-  columns = zip(leaves, flat(signal.grad), flat(signal.denominator),
+  columns = zip(leaves, flat(signal.grad), flat(denominator),
                 flat(signal.decay), flat(signal.numerator),
-                flat(state.alpha_prev), flat(state.grad_prev),
-                flat(state.decay_prev))
+                flat(state.alpha_prev), flat(state.input_prev))
   results = [leaf(*col) for col in columns]
   quantities = [r[0] for r in results]
 
@@ -169,10 +183,8 @@ def update(signal: _base.Signal, out: Any, state: DiagnosticsState,
   dtype = state.beta.dtype
   return DiagnosticsState(
       alpha_prev=tree_of([qs["alpha"] for qs in quantities]),
-      grad_prev=None if state.grad_prev is None else tree_of(
+      input_prev=None if state.input_prev is None else tree_of(
           [r[1] for r in results]),
-      decay_prev=None if state.decay_prev is None else tree_of(
-          [r[2] for r in results]),
-      r_undefined=tree_of([r[3] for r in results]),
+      r_undefined=tree_of([r[2] for r in results]),
       beta=jnp.asarray(beta, dtype), eta=jnp.asarray(eta, dtype),
       values=values)

@@ -17,10 +17,11 @@ Targets (SPEC.md, section 11, "Step-time targets"):
 - learning dynamics (issue 10, not in SPEC.md): the full configuration
   with ``diagnostics="summary"`` <= 1.3x the same configuration without
   diagnostics, timed in the same interleaved run. The summary level keeps
-  ``alpha(t-1)``, ``g(t-1)`` and the decay term of the last step per element
-  (3 more buffers read and written: 17 streams against 11, so about 1.5x is
-  its floor where the step is memory-bound) and reduces five quantities per
-  leaf to scalars.
+  ``alpha(t-1)`` and ``h(t-1) = gamma g(t-1) + (beta / eta) z(t-1)`` per
+  element (2 more buffers, each written and read) and reduces four
+  quantities per leaf three ways (12 reductions, each a pass over the leaf):
+  by stream count alone about 2x the full configuration on a memory-bound
+  CPU.
 
 Every step is ``(params, state, grads) -> (new_params, new_state)`` (update
 plus ``optax.apply_updates``), jitted with ``donate_argnums=(0, 1)`` and

@@ -145,6 +145,38 @@ def test_summary_level_matches_element_level():
                                  atol=1e-7)
 
 
+@pytest.mark.parametrize("kwargs, history", [
+    (dict(), False),  # the Adam point: gamma = 0, no decay
+    (dict(weight_decay=1e-2, decay="coupled"), False),
+    (dict(gamma=0.5), True),
+    (dict(weight_decay=1e-2), True),
+    (dict(gamma=0.5, weight_decay=1e-2, numerator="correlation"), True),
+])
+def test_diagnostics_keep_alpha_and_at_most_one_history_buffer(kwargs,
+                                                               history):
+  params = {"w": jnp.ones((8, 4)), "b": jnp.zeros(4)}
+  state = asgm.autosgm(1e-2, diagnostics="summary", **kwargs).init(params)
+  diag = state[0].diagnostics
+  assert jax.tree.structure(diag.alpha_prev) == jax.tree.structure(params)
+  assert (diag.input_prev is not None) == history
+  per_element = [x for x in jax.tree.leaves(diag) if x.size > 1]
+  assert len(per_element) == 2 * (1 + history)  # two leaves each
+
+
+def test_summary_std_of_a_nearly_constant_leaf():
+  # E[x^2] - E[x]^2 cancels in float32 here; the recorded std must not.
+  from autosgm_optax import _diagnostics  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x = (1e3 + 1e-2 * rng.standard_normal(10_000)).astype(np.float32)
+  sup, mean, std = jax.jit(_diagnostics._summary)(jnp.asarray(x))
+  ref = x.astype(np.float64)
+  np.testing.assert_allclose(std, ref.std(), rtol=1e-3)
+  np.testing.assert_allclose(mean, ref.mean(), rtol=1e-7)
+  assert float(sup) == float(np.max(np.abs(x)))
+  naive = np.sqrt(max(np.mean(x * x) - np.mean(x) ** 2, 0))
+  assert abs(naive - ref.std()) > 0.5 * ref.std()  # the failure it avoids
+
+
 def test_diagnostics_off_adds_no_state_and_no_work():
   params = {"w": jnp.ones((64, 64)), "b": jnp.zeros(64)}
   grads = jax.tree.map(jnp.ones_like, params)
