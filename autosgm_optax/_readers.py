@@ -151,10 +151,11 @@ class Dynamics(NamedTuple):
   At the ``"summary"`` level every field but ``r_undefined`` is a
   :class:`Summary` of per-leaf trees (``sup`` = max of the absolute value,
   ``mean``, ``std``); at the ``"element"`` level a tree like the parameters
-  (``margin`` is then ``beta |r|`` per element).
+  (``margin`` is then ``beta |r|`` per element). Every field holds arrays,
+  so a jitted train step may return it; :attr:`level` is read from the
+  fields' types.
   """
 
-  level: str
   alpha: Any  # effective learning rate mu F a / (d s)
   r: Any  # alpha(t) / alpha(t-1); 0 where alpha(t-1) = 0 (flagged)
   margin: Any  # per-step contraction margin beta |r(t)|
@@ -163,6 +164,11 @@ class Dynamics(NamedTuple):
   r_undefined: Any  # per leaf: elements where alpha(t-1) = 0
   beta: jax.Array  # the filter's pole
   eta: jax.Array  # the filter's gain
+
+  @property
+  def level(self) -> str:
+    """``"summary"`` or ``"element"``."""
+    return "summary" if isinstance(self.alpha, Summary) else "element"
 
 
 def _scale_summary(summary: Summary, factor: jax.Array) -> Summary:
@@ -181,7 +187,6 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
   values = diag.values
   if isinstance(values["alpha"], Summary):
     return Dynamics(
-        level="summary",
         alpha=_scale_summary(values["alpha"], mu),
         r=_scale_summary(values["r"], ratio),
         margin=_scale_summary(values["r"], diag.beta * ratio),  # r >= 0
@@ -190,7 +195,6 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
         r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta)
   r = jax.tree.map(lambda x: ratio * x, values["r"])
   return Dynamics(
-      level="element",
       alpha=jax.tree.map(lambda x: mu * x, values["alpha"]),
       r=r,
       margin=jax.tree.map(lambda x: diag.beta * jnp.abs(x), r),

@@ -43,7 +43,7 @@ def _record(config, lr=1e-2):
     new_params = optax.apply_updates(params, updates)
     changes.append(updates)  # the parameter change, before float32 rounding
     (dyn,) = asgm.learning_dynamics(state).values()
-    records.append(jax.tree.map(np.asarray, dyn._replace(level=None)))
+    records.append(jax.tree.map(np.asarray, dyn))
     params = new_params
   return records, changes
 
@@ -116,6 +116,27 @@ def test_proximal_reading():
       for delta in (1e-3, -1e-3):
         bump = delta * (np.abs(d) + 1e-8) * rng.uniform(0.5, 1.5, d.shape)
         assert np.all(q(d + bump) >= q(d) - 1e-12)
+
+
+@pytest.mark.parametrize("level", ["summary", "element"])
+def test_dynamics_can_leave_a_jitted_step(level):
+  params, loss = PROBLEMS["quadratic"]()
+  tx = asgm.autosgm(1e-2, diagnostics=level, **CONFIGS["correlation_window"])
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state, (
+        asgm.learning_dynamics(state))
+
+  state = tx.init(params)
+  for _ in range(3):
+    params, state, inside = step(params, state)
+  (inside,) = inside.values()
+  (outside,) = asgm.learning_dynamics(state).values()
+  assert inside.level == outside.level == level
+  for a, b in zip(jax.tree.leaves(inside), jax.tree.leaves(outside)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)  # XLA may fuse the products
 
 
 def test_summary_level_matches_element_level():

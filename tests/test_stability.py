@@ -147,7 +147,7 @@ def _history(alpha, level="summary", beta=BETA, e=None):
       fields = {n: vec(v) for n, v in
                 dict(alpha=a, r=r, margin=margin, e=ek, dw=dw).items()}
     history.append(asgm.Dynamics(
-        level=level, r_undefined={k: int(prev[k] == 0) for k in LEAVES},
+        r_undefined={k: int(prev[k] == 0) for k in LEAVES},
         beta=np.float32(beta), eta=np.float32(1 - beta), **fields))
     prev = a
   return history
