@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
 
+import jax
 import optax
 
 from autosgm_optax import _base
 from autosgm_optax import _diagnostics
+from autosgm_optax import _sequence
 from autosgm_optax._decay import Mask, coupled_decay, decoupled_decay
 from autosgm_optax._denominator import moment_denominator
 from autosgm_optax._filter import lowpass_filter
@@ -146,8 +148,7 @@ def scale_by_autosgm(
                           track_decay=track_decay))
     return ScaleByAutoSGMState(**states)
 
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
+  def run(updates, state, params):
     signal = _base.Signal.from_gradient(updates)
     new_state = state._asdict()
     for name, block in order:
@@ -158,6 +159,33 @@ def scale_by_autosgm(
       new_state["diagnostics"] = _diagnostics.update(
           signal, out, state.diagnostics, diagnostics, track_grad=track_grad)
     return out, ScaleByAutoSGMState(**new_state)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    leaves, treedef = jax.tree.flatten(updates)
+    if numerator is None or not _sequence.enabled(leaves):
+      # Without a numerator a leaf has few kernels to keep in cache, and
+      # the presets stay one program over the tree, as their Optax twins:
+      # XLA rounds a division by a scalar differently in a one-leaf program.
+      return run(updates, state, params)
+    # Leaf by leaf (see _sequence): every block and the diagnostics see a
+    # tree that holds one leaf (the others None), in the parameters' order.
+    outs, states, one = [], [], None
+    for i in range(len(leaves)):
+      g = _sequence.split(updates, treedef, i)
+      p = None if params is None else _sequence.split(params, treedef, i)
+      if one is not None:
+        g = _sequence.times(g, one)
+        p = None if p is None else _sequence.times(p, one)
+      out, new = run(g, _sequence.split(state, treedef, i), p)
+      # From the numerator's estimate c: written late in the leaf and to
+      # memory anyway (its per-leaf average would make the next leaf wait
+      # for a single-threaded reduction).
+      one = _sequence.exact_one(new.numerator.c, one)
+      outs.append(out)
+      states.append(new)
+    return (_sequence.merge(outs, updates, treedef),
+            _sequence.merge(states, state, treedef))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

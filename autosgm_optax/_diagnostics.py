@@ -86,6 +86,9 @@ def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   # deviation of a nearly constant alpha to cancellation in float32. (Of the
   # forms tried, this one also streams the fewest bytes under XLA on CPU:
   # moments about the first element made XLA write x - c to memory.)
+  if not x.size:  # an empty leaf: nothing to summarise
+    zero = jnp.zeros([], x.dtype)
+    return zero, zero, zero
   return jnp.max(jnp.abs(x)), jnp.mean(x), jnp.std(x)
 
 
