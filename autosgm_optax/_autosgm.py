@@ -161,10 +161,11 @@ def scale_by_autosgm(
     for name, block in order:
       if block is not None:
         signal, new_state[name] = block.apply(signal, new_state[name], params)
-    out = signal.finish()
-    if diagnostics is not None:
-      new_state["diagnostics"] = _diagnostics.update(
-          signal, out, state.diagnostics, diagnostics, track_grad=track_grad)
+    if diagnostics is None:
+      return signal.finish(), ScaleByAutoSGMState(**new_state)
+    out, new_state["diagnostics"] = _diagnostics.update(
+        signal, signal.finish, state.diagnostics, diagnostics,
+        track_grad=track_grad)
     return out, ScaleByAutoSGMState(**new_state)
 
   def update_fn(updates, state, params=None, **extra_args):

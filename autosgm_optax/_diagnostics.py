@@ -37,7 +37,7 @@ recurrence holds with ``-e``.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import chex
 import jax
@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import optax
 
 from autosgm_optax import _base
+from autosgm_optax import _sequence
 
 LEVELS = ("summary", "element")
 
@@ -116,17 +117,25 @@ def init(params: Any, level: str, *, track_grad: bool,
       values=values)
 
 
-def update(signal: _base.Signal, out: Any, state: DiagnosticsState,
-           level: str, *, track_grad: bool) -> DiagnosticsState:
-  """Records the dynamics of the update ``out`` made from ``signal``.
+def update(signal: _base.Signal, finish: Callable[[], Any],
+           state: DiagnosticsState, level: str, *, track_grad: bool
+           ) -> tuple[Any, DiagnosticsState]:
+  """The update ``finish()`` made from ``signal``, and its record.
 
   ``d`` is read from the estimators' copy (``Signal.estimate_denominator``,
   equal to ``d`` up to float32 rounding) so that the update's own kernel
   does not share it, which would make XLA write it to memory.
+
+  XLA copies a donated buffer whose readers it cannot order before the
+  kernel that overwrites it (here: the old history, and the parameters,
+  which the caller's ``apply_updates`` overwrites). So the new history is
+  multiplied by an exact 1 computed from everything that reads the old
+  history, and the update by an exact 1 computed from the new history and
+  the statistics that read the parameters: the order is then in the data.
   """
   beta, gamma, eta, s = signal.filter if signal.filter is not None else (
       0.0, 0.0, 1.0, 1)
-  leaves, treedef = jax.tree.flatten(out)
+  leaves, treedef = jax.tree.flatten(signal.grad)
   n = len(leaves)
   denominator = (signal.denominator if signal.estimate_denominator is None
                  else signal.estimate_denominator)
@@ -134,7 +143,7 @@ def update(signal: _base.Signal, out: Any, state: DiagnosticsState,
   def flat(tree):
     return [None] * n if tree is None else treedef.flatten_up_to(tree)
 
-  def leaf(u, g, d, decay, a, alpha_prev, h_prev):
+  def leaf(g, d, decay, a, alpha_prev, h_prev):
     dt = alpha_prev.dtype
     alpha = 1 / s
     if d is not None:
@@ -163,31 +172,40 @@ def update(signal: _base.Signal, out: Any, state: DiagnosticsState,
         h = h + (beta / eta) * z
       h = h.astype(dt)
     undefined = jnp.sum(jnp.where(defined, 0, 1), dtype=jnp.int32)
-    quantities = dict(alpha=alpha, r=r, e=e, update=u.astype(dt))
-    return quantities, h, undefined
+    return alpha, r, e, h, undefined
 
-  columns = zip(leaves, flat(signal.grad), flat(denominator),
-                flat(signal.decay), flat(signal.numerator),
-                flat(state.alpha_prev), flat(state.input_prev))
-  results = [leaf(*col) for col in columns]
-  quantities = [r[0] for r in results]
+  columns = zip(flat(signal.grad), flat(denominator), flat(signal.decay),
+                flat(signal.numerator), flat(state.alpha_prev),
+                flat(state.input_prev))
+  alphas, rs, es, hs, undefined = (list(x) for x in zip(
+      *[leaf(*col) for col in columns])) if n else ([],) * 5
+  record = _summary if level == "summary" else (lambda x: x)
+  rs, es = [record(x) for x in rs], [record(x) for x in es]
+  # Everything that reads the old history is done before it is replaced.
+  one = _sequence.exact_one((rs, es, undefined), 1)
+  alphas = [_sequence.times(x, one) for x in alphas]
+  hs = [None if h is None else _sequence.times(h, one) for h in hs]
+  # ... and everything that reads the parameters before the update exists.
+  one = _sequence.exact_one((alphas, [h for h in hs if h is not None]), one)
+  out = _sequence.times(finish(), one)
+  dt = [a.dtype for a in alphas]
+  us = [record(u.astype(t)) for u, t in zip(treedef.flatten_up_to(out), dt)]
 
   def tree_of(xs):
     return treedef.unflatten(xs)
 
+  def stats_tree(xs):
+    return Summary(*(tree_of([x[i] for x in xs]) for i in range(3)))
+
+  columns = dict(alpha=[record(x) for x in alphas], r=rs, e=es, update=us)
   if level == "summary":
-    values = {}
-    for q in QUANTITIES:
-      stats = [_summary(qs[q]) for qs in quantities]
-      values[q] = Summary(*(tree_of([st[i] for st in stats])
-                            for i in range(3)))
+    values = {q: stats_tree(columns[q]) for q in QUANTITIES}
   else:
-    values = {q: tree_of([qs[q] for qs in quantities]) for q in QUANTITIES}
+    values = {q: tree_of(columns[q]) for q in QUANTITIES}
   dtype = state.beta.dtype
-  return DiagnosticsState(
-      alpha_prev=tree_of([qs["alpha"] for qs in quantities]),
-      input_prev=None if state.input_prev is None else tree_of(
-          [r[1] for r in results]),
-      r_undefined=tree_of([r[2] for r in results]),
+  return out, DiagnosticsState(
+      alpha_prev=tree_of(alphas),
+      input_prev=None if state.input_prev is None else tree_of(hs),
+      r_undefined=tree_of(undefined),
       beta=jnp.asarray(beta, dtype), eta=jnp.asarray(eta, dtype),
       values=values)

@@ -88,14 +88,16 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
 
 
 def exact_one(tree: Any, previous: Any = None) -> Any:
-  """An exact 1 that XLA can only compute after ``tree`` (arrays written to
-  memory anyway, e.g. a new state); ``previous`` if ``tree`` is empty."""
+  """An exact 1 that XLA can only compute after every array of ``tree``
+  (arrays written to memory anyway, e.g. a new state, or scalars);
+  ``previous`` if ``tree`` holds no element."""
   leaves = [x for x in jax.tree.leaves(tree) if jnp.size(x)]
   if not leaves:
     return previous
-  # A reduction, not an element: XLA fuses an element's arithmetic into
-  # every kernel of the next leaf, but keeps a reduction's scalar apart.
-  token = jnp.sum(jnp.real(jnp.ravel(leaves[0])[:2]))
+  # Reductions, not elements: XLA fuses an element's arithmetic into every
+  # kernel that uses the 1, but keeps a reduction's scalar apart.
+  token = sum(jnp.sum(jnp.real(jnp.ravel(x)[:2])).astype(jnp.float32)
+              for x in leaves)
   return 1 + 0 * jnp.nan_to_num(token)
 
 
