@@ -154,7 +154,10 @@ def update(signal: _base.Signal, finish: Callable[[], Any],
       alpha = alpha * signal.window
     alpha = jnp.broadcast_to(alpha, alpha_prev.shape).astype(dt)
     defined = alpha_prev > 0
-    r = jnp.where(defined, alpha / jnp.where(defined, alpha_prev, 1), 0)
+    # (The placeholder 2 is any nonzero number; a 1 here would be merged
+    # with the numerator's bound 1 + EMA(w^2), and a broadcast shared by two
+    # kernels is written to memory.)
+    r = jnp.where(defined, alpha / jnp.where(defined, alpha_prev, 2), 0)
     g = g.astype(dt)
     e, h = -g, None
     if h_prev is not None:
@@ -171,7 +174,16 @@ def update(signal: _base.Signal, finish: Callable[[], Any],
         e = e - z / eta
         h = h + (beta / eta) * z
       h = h.astype(dt)
-    undefined = jnp.sum(jnp.where(defined, 0, 1), dtype=jnp.int32)
+    if alpha_prev.size < 2**24:  # counted exactly in float32, in one pass
+      # alpha >= 0, so sign() is 1 where defined and 0 where not (a sum of
+      # signs fuses into XLA's reduction kernel, a comparison does not). A
+      # non-finite alpha(t-1) leaves nothing defined.
+      defined_count = jnp.sum(jnp.sign(alpha_prev))
+      undefined = jnp.where(jnp.isfinite(defined_count),
+                            alpha_prev.size - defined_count,
+                            alpha_prev.size).astype(jnp.int32)
+    else:
+      undefined = jnp.sum(jnp.where(defined, 0, 1), dtype=jnp.int32)
     return alpha, r, e, h, undefined
 
   columns = zip(flat(signal.grad), flat(denominator), flat(signal.decay),
