@@ -16,8 +16,10 @@ class ScaleByLearningRateState(NamedTuple):
   """State of :func:`scale_by_learning_rate`."""
 
   count: chex.Array  # shape=(), dtype=jnp.int32; updates made so far.
-  learning_rate: chex.Array  # shape=(); mu(t) of the last update (0 before).
-  prev_learning_rate: chex.Array  # shape=(); mu(t-1) (0 before two updates).
+  # A schedule or an injected array: mu(t) of the last update (0 before)
+  # and mu(t-1) (0 before two updates). A plain number: mu from the start.
+  learning_rate: chex.Array  # shape=()
+  prev_learning_rate: chex.Array  # shape=()
 
 
 def scale_by_learning_rate(
@@ -52,12 +54,18 @@ def scale_by_learning_rate(
     (Array([-0.1, -0.2], dtype=float32), Array(0.1, dtype=float32))
   """
   sign = -1 if flip_sign else 1
+  # A plain number is stored once, at init: the update then passes the two
+  # fields through and XLA writes nothing for them (two scalar kernels less
+  # per step, a few percent of a small model's step on a CPU).
+  constant = _base.is_number(learning_rate)
 
   def init_fn(params):
-    zero = jnp.zeros([], _base.scalar_dtype(params))
+    dtype = _base.scalar_dtype(params)
+    # Two arrays, not one twice: a donated state may not hold a buffer twice.
+    mu = lambda: jnp.full([], learning_rate if constant else 0, dtype)
     return ScaleByLearningRateState(
-        count=jnp.zeros([], jnp.int32), learning_rate=zero,
-        prev_learning_rate=zero)
+        count=jnp.zeros([], jnp.int32), learning_rate=mu(),
+        prev_learning_rate=mu())
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -70,6 +78,8 @@ def scale_by_learning_rate(
       mu = learning_rate
       step = sign * mu
       updates = jax.tree.map(lambda g: step * g, updates)
+    if constant:
+      return updates, state._replace(count=optax.safe_increment(state.count))
     new_state = ScaleByLearningRateState(
         count=optax.safe_increment(state.count),
         learning_rate=jnp.asarray(mu, state.learning_rate.dtype),

@@ -215,3 +215,24 @@ def test_inject_hyperparams_window_schedule_and_no_recompile():
   hp["gamma"] = jnp.full_like(hp["gamma"], 0.3)
   _, state = step(g, state, params)
   assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda: asgm.autosgm(1e-2),
+    lambda: asgm.autosgm(optax.linear_schedule(1e-2, 0.0, 10), **FULL),
+    lambda: asgm.autosgm(1e-2, diagnostics="summary", **FULL),
+    lambda: asgm.presets.nag(1e-2),
+])
+def test_an_eager_init_state_can_be_donated(make):
+  # Every array of a fresh state is its own buffer (a donated argument may
+  # not hold one buffer twice), and a constant learning rate is kept in the
+  # state from the start.
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  tx = make()
+  state = tx.init(params)
+  ids = [id(x) for x in jax.tree.leaves(state)]
+  assert len(ids) == len(set(ids))
+  step = jax.jit(lambda s, p: tx.update(p, s, p), donate_argnums=(0,))
+  for _ in range(3):
+    _, state = step(state, params)
+  assert 0 < float(asgm.effective_learning_rate(state)) <= 1e-2
