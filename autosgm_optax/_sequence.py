@@ -101,7 +101,8 @@ def exact_one(tree: Any, previous: Any = None) -> Any:
   return 1 + 0 * jnp.nan_to_num(token)
 
 
-def times(tree: Any, one: jax.Array) -> Any:
+def times(tree: Any, one: Any) -> Any:
   """``tree * one`` leaf by leaf, in each leaf's dtype (bit for bit
-  ``tree``)."""
-  return jax.tree.map(lambda x: x * one.astype(x.dtype), tree)
+  ``tree``); ``one`` an array from :func:`exact_one` or the number 1 that
+  :func:`exact_one` hands back when it found no element."""
+  return jax.tree.map(lambda x: x * jnp.asarray(one, x.dtype), tree)
