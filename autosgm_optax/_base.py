@@ -53,6 +53,11 @@ class Signal(NamedTuple):
       without decay), built by a second, independently rounded expression
       for the numerator's estimators; None while it equals ``direction``.
     estimate_denominator: ``d(t)`` built the same way, or None.
+    rebuild_denominator: None, or a function of an exact 1 (a traced scalar)
+      that builds ``d(t)`` once more with the second moment multiplied by
+      that 1 under the square root: for further readers (the diagnostics),
+      so that each gets a square root of its own, which XLA cannot merge
+      with another one and write to memory.
 
   Why two expressions of one value: the estimators and the final update
   both read ``H[g] / d``. XLA will not duplicate a division or a square
@@ -74,6 +79,7 @@ class Signal(NamedTuple):
   filter: Any = None
   estimate: Any = None
   estimate_denominator: Any = None
+  rebuild_denominator: Any = None
 
   @classmethod
   def from_gradient(cls, updates: Any) -> "Signal":
@@ -111,16 +117,22 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
   ``update``; extra update arguments are accepted and ignored). Its ``kind``
   names the slot of :func:`autosgm_optax.scale_by_autosgm` it fills,
   ``apply`` is the step that the combinator runs on its shared
-  :class:`Signal`, and ``info`` holds static facts about its configuration
-  (e.g. whether the filter's zero is a plain 0).
+  :class:`Signal`, ``info`` holds static facts about its configuration
+  (e.g. whether the filter's zero is a plain 0), and ``last`` (or None)
+  maps the block's state to its factor of the last update's effective
+  learning rate (the filter's ``s``, the denominator's ``d``, the
+  numerator's ``a``, the window's ``F``; undefined before the first update),
+  which the summary-level diagnostics read instead of keeping ``alpha(t-1)``.
   """
 
   kind: str
   apply: ApplyFn
   info: dict
+  last: Optional[Callable[[Any], Any]]
 
   def __new__(cls, init, apply: ApplyFn, kind: str,
-              info: Optional[dict] = None):
+              info: Optional[dict] = None,
+              last: Optional[Callable[[Any], Any]] = None):
     def update_fn(updates, state, params=None, **extra_args):
       del extra_args
       signal, state = apply(Signal.from_gradient(updates), state, params)
@@ -131,6 +143,7 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
     self.kind = kind
     self.apply = apply
     self.info = dict(info or {})  # static facts the combinator may read
+    self.last = last
     return self
 
   def __repr__(self) -> str:

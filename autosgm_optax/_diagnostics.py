@@ -42,6 +42,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from autosgm_optax import _base
@@ -72,7 +73,9 @@ class DiagnosticsState(NamedTuple):
   (summary level) or the per-element trees (element level).
   """
 
-  alpha_prev: optax.Updates  # per element F a / (d s) of the last update
+  alpha_prev: Optional[optax.Updates]  # per element F a / (d s) of the last
+  # update (element level; the summary level rebuilds it from the blocks'
+  # states, see record)
   input_prev: Optional[optax.Updates]  # gamma g + (beta / eta) z of the last
   # update: the part of e(t) that comes from step t-1 (None when the filter's
   # zero is a plain 0 and there is no decoupled decay)
@@ -80,6 +83,9 @@ class DiagnosticsState(NamedTuple):
   beta: chex.Array  # shape=(); the filter's pole
   eta: chex.Array  # shape=(); the filter's gain
   values: dict  # quantity name -> Summary or per-element tree
+  count: chex.Array  # shape=(), int32; updates made so far
+  recorded: chex.Array  # shape=(), int32; the update ``values`` describe
+  # (0: none yet); the last multiple of ``every``
 
 
 def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -93,13 +99,41 @@ def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return jnp.max(jnp.abs(x)), jnp.mean(x), jnp.std(x)
 
 
-def check_level(level: Optional[str]) -> None:
+def check_level(level: Optional[str], every: Any = 1) -> Any:
+  """Checks ``diagnostics=level`` and ``diagnostics_every=every``; returns
+  ``every`` as a Python int, or as the traced array that
+  ``optax.inject_hyperparams`` passes inside a jitted update (then the
+  record runs under a ``lax.cond`` whatever its value: pass
+  ``static_args=("diagnostics_every",)`` to keep it a number)."""
   if level is not None:
     _base.check_choice("diagnostics", level, LEVELS)
+  if isinstance(every, jax.core.Tracer):
+    if not jnp.issubdtype(every.dtype, jnp.integer) or every.shape:
+      raise TypeError(
+          f"diagnostics_every={every!r} must be an int >= 1.")
+    return every if level == "summary" else 1
+  if isinstance(every, (jax.Array, np.ndarray)) and not every.shape and (
+      jnp.issubdtype(every.dtype, jnp.integer)):
+    every = int(every)  # a concrete injected hyperparameter
+  if isinstance(every, bool) or not isinstance(every, (int, np.integer)):
+    raise TypeError(f"diagnostics_every={every!r} must be an int >= 1.")
+  if every < 1:
+    raise ValueError(f"diagnostics_every={every!r} must be an int >= 1.")
+  if every != 1 and level != "summary":
+    raise ValueError(
+        f"diagnostics_every={every!r} needs diagnostics=\"summary\" (got "
+        f"diagnostics={level!r}); the element level records every update.")
+  return int(every)
 
 
-def init(params: Any, level: str, *, track_grad: bool,
-         track_decay: bool) -> DiagnosticsState:
+def every_update(level: str, every: Any) -> bool:
+  """Whether the record is taken on every update by :func:`update` (which
+  keeps ``alpha(t-1)``), rather than by :func:`record`."""
+  return level == "element" or (isinstance(every, int) and every == 1)
+
+
+def init(params: Any, level: str, *, track_grad: bool, track_decay: bool,
+         every: Any = 1) -> DiagnosticsState:
   """The diagnostics state for ``params`` at ``level``."""
   zeros = lambda: _base.zeros_like_tree(params, None)
   scalars = lambda: jax.tree.map(
@@ -110,17 +144,234 @@ def init(params: Any, level: str, *, track_grad: bool,
     values = {q: zeros() for q in QUANTITIES}
   dtype = _base.scalar_dtype(params)
   return DiagnosticsState(
-      alpha_prev=zeros(),
+      alpha_prev=zeros() if every_update(level, every) else None,
       input_prev=zeros() if (track_grad or track_decay) else None,
       r_undefined=jax.tree.map(lambda p: jnp.zeros([], jnp.int32), params),
       beta=jnp.zeros([], dtype), eta=jnp.zeros([], dtype),
-      values=values)
+      values=values, count=jnp.zeros([], jnp.int32),
+      recorded=jnp.zeros([], jnp.int32))
 
 
-def update(signal: _base.Signal, finish: Callable[[], Any],
-           state: DiagnosticsState, level: str, *, track_grad: bool
-           ) -> tuple[Any, DiagnosticsState]:
-  """The update ``finish()`` made from ``signal``, and its record.
+class Parts(NamedTuple):
+  """The factors of ``alpha = F a / (d s)`` (None where a slot is empty):
+  ``s`` and ``window`` scalars, ``d`` and ``a`` trees like the gradient."""
+
+  s: Any = None
+  d: Any = None
+  a: Any = None
+  window: Any = None
+
+
+def _alpha(s, d, a, window, shape, dt):
+  """``F a / (d s)`` of one leaf, broadcast to ``shape`` in ``dt``."""
+  alpha = 1 / s if s is not None else 1.0
+  if d is not None:
+    alpha = alpha / d
+  if a is not None:
+    alpha = alpha * a
+  if window is not None:
+    alpha = alpha * window
+  return jnp.broadcast_to(jnp.asarray(alpha), shape).astype(dt)
+
+
+def _flat(treedef: Any, n: int, tree: Any) -> list:
+  return [None] * n if tree is None else treedef.flatten_up_to(tree)
+
+
+def previous_alpha(parts: Parts, grad: Any, count: chex.Array) -> list:
+  """Per leaf, ``alpha(t-1)`` from the blocks' ``last`` factors (0 before
+  the first update, ``count == 0``)."""
+  leaves, treedef = jax.tree.flatten(grad)
+  n = len(leaves)
+  flat = lambda tree: _flat(treedef, n, tree)
+  out = []
+  for g, d, a in zip(leaves, flat(parts.d), flat(parts.a)):
+    dt = _base.state_dtype(g.dtype, None)
+    alpha = _alpha(parts.s, d, a, parts.window, g.shape, dt)
+    out.append(jnp.where(count > 0, alpha, 0).astype(dt))
+  return out
+
+
+def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
+                h_prevs: list, *, track_grad: bool, one: Any = None
+                ) -> tuple[list, ...]:
+  """Per leaf: alpha(t), r(t), e(t), the new history h(t) (or None) and the
+  number of elements where alpha(t-1) = 0, as lists over the leaves (r and
+  the count None without ``alpha_prevs``).
+
+  With an exact 1 ``one`` (a traced scalar), alpha and h each read a
+  ``d`` of their own (``Signal.rebuild_denominator``), so that XLA does not
+  write a shared square root to memory."""
+  beta, gamma, eta, s = signal.filter if signal.filter is not None else (
+      0.0, 0.0, 1.0, 1)
+  leaves, treedef = jax.tree.flatten(signal.grad)
+  n = len(leaves)
+  denominator = (signal.denominator if signal.estimate_denominator is None
+                 else signal.estimate_denominator)
+  denominator_h = denominator
+  if one is not None and signal.rebuild_denominator is not None:
+    denominator = signal.rebuild_denominator(one)
+    denominator_h = signal.rebuild_denominator(one * one)
+  flat = lambda tree: _flat(treedef, n, tree)
+
+  def leaf(g, d, d_h, decay, a, alpha_prev, h_prev):
+    dt = _base.state_dtype(g.dtype, None)
+    alpha = _alpha(s, d, a, signal.window, g.shape, dt)
+    r = undefined = None
+    if alpha_prev is not None:
+      defined = alpha_prev > 0
+      # (The placeholder 2 is any nonzero number; a 1 here would be merged
+      # with the numerator's bound 1 + EMA(w^2), and a broadcast shared by
+      # two kernels is written to memory.)
+      r = jnp.where(defined, alpha / jnp.where(defined, alpha_prev, 2), 0)
+      if alpha_prev.size < 2**24:  # counted exactly in float32, in one pass
+        # alpha >= 0, so sign() is 1 where defined and 0 where not (a sum
+        # of signs fuses into XLA's reduction kernel, a comparison does
+        # not). A non-finite alpha(t-1) leaves nothing defined.
+        defined_count = jnp.sum(jnp.sign(alpha_prev))
+        undefined = jnp.where(jnp.isfinite(defined_count),
+                              alpha_prev.size - defined_count,
+                              alpha_prev.size).astype(jnp.int32)
+      else:
+        undefined = jnp.sum(jnp.where(defined, 0, 1), dtype=jnp.int32)
+    g = g.astype(dt)
+    e, h = -g, None
+    if h_prev is not None:
+      # e(t) = gamma g(t-1) - g(t) + (beta z(t-1) - z(t)) / eta, with the
+      # terms of step t-1 kept together in h(t-1).
+      e = e + h_prev
+      h = gamma * g if track_grad else jnp.zeros_like(h_prev)
+      if signal.decay is not None:
+        if decay is None:  # a leaf the decay mask exempts: z = 0
+          z = jnp.zeros_like(h_prev)
+        else:  # z = c_rho rho d s w, the decay term in the filter's units
+          z = decay * s if d_h is None else decay * d_h * s
+          z = z.astype(dt)  # s may be float64 under x64 with Python poles
+        e = e - z / eta
+        h = h + (beta / eta) * z
+      h = h.astype(dt)
+    return alpha, r, e, h, undefined
+
+  if not n:
+    return ([],) * 5
+  alpha_prevs = [None] * n if alpha_prevs is None else alpha_prevs
+  columns = zip(leaves, flat(denominator), flat(denominator_h),
+                flat(signal.decay), flat(signal.numerator), alpha_prevs,
+                h_prevs)
+  return tuple(list(x) for x in zip(*[leaf(*col) for col in columns]))
+
+
+def _stats_tree(treedef: Any, xs: list) -> Summary:
+  return Summary(*(treedef.unflatten([x[i] for x in xs]) for i in range(3)))
+
+
+class Part(NamedTuple):
+  """Some leaves of the tree, for :func:`record`: ``rerun(one)`` applies the
+  blocks to their inputs (each multiplied by ``one``, an exact 1, or not at
+  all for None), ``previous()`` gives the factors of their last ``alpha``,
+  ``input_prev`` is their part of the history (or None)."""
+
+  rerun: Callable[[Any], _base.Signal]
+  previous: Callable[[], Parts]
+  input_prev: Any
+
+
+def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
+           track_grad: bool, every: Any) -> tuple[DiagnosticsState, Any]:
+  """The summary level's record with ``diagnostics_every``, taken before the
+  update.
+
+  Two conditionals. The first records the statistics on the updates whose
+  number is a multiple of ``every`` (and hands back the last record on the
+  others); the second keeps the history ``h(t)`` on the updates before
+  those, which ``e`` of the next one needs (and passes the old one through
+  on the others, which XLA on CPU does without a copy). Their branches
+  recompute what they need from the step's own inputs (the blocks applied
+  again to the old states, the gradient and the parameters; ``alpha(t-1)``
+  from the factors the blocks' old states hold), so that they read only
+  buffers that exist anyway. ``parts`` are taken one after the other (a
+  leaf at a time on one CPU device, as the update itself: XLA then keeps
+  each leaf in cache and its temporaries small).
+
+  Order is in the data, through exact 1s made from the conditionals'
+  outputs (numbers of updates, never a sum of many scalars: XLA fuses
+  scalar arithmetic into every kernel that reads the result and repeats it
+  for each element, measured 1.6x slower): the second conditional reads the
+  inputs times the first's 1 (it overwrites the history the first reads),
+  and the caller multiplies the step's gradient and parameters by the
+  second's 1, so that every kernel that reads a donated buffer runs after
+  both, and XLA need not copy the buffer.
+
+  Returns the new diagnostics state and the exact 1.
+  """
+  count = optax.safe_increment(state.count)
+
+  def take(_):
+    columns = {q: [] for q in QUANTITIES}
+    undefined, one = [], None
+    for part in parts:
+      again = part.rerun(one)
+      leaves, part_def = jax.tree.flatten(again.grad)
+      alpha_prevs = previous_alpha(part.previous(), again.grad, state.count)
+      h_prevs = _flat(part_def, len(leaves), part.input_prev)
+      alphas, rs, es, _, counts = _quantities(
+          again, alpha_prevs, h_prevs, track_grad=track_grad)
+      us = part_def.flatten_up_to(again.finish())
+      us = [u.astype(a.dtype) for u, a in zip(us, alphas)]
+      for q, xs in zip(QUANTITIES, (alphas, rs, es, us)):
+        columns[q].extend(_summary(x) for x in xs)
+      undefined.extend(counts)
+      # The next part after this one (its last statistic), for the cache.
+      one = _sequence.exact_one(columns["update"][-1][2:], one)
+    values = {q: _stats_tree(treedef, columns[q]) for q in QUANTITIES}
+    beta, _, eta, _ = again.filter if again.filter is not None else (
+        0.0, 0.0, 1.0, 1)
+    return (treedef.unflatten(undefined), values, count,
+            jnp.asarray(beta, state.beta.dtype),
+            jnp.asarray(eta, state.eta.dtype), _one(count))
+
+  def keep(_):
+    return (state.r_undefined, state.values, state.recorded, state.beta,
+            state.eta, _one(state.recorded))
+
+  undefined, values, recorded, beta, eta, one = jax.lax.cond(
+      count % every == 0, take, keep, None)
+  new = DiagnosticsState(
+      alpha_prev=state.alpha_prev, input_prev=None, r_undefined=undefined,
+      beta=beta, eta=eta, values=values, count=count, recorded=recorded)
+  if state.input_prev is None:
+    return new, one
+
+  def stash(_):
+    hs, token = [], one
+    for part in parts:
+      again = part.rerun(token)
+      leaves, part_def = jax.tree.flatten(again.grad)
+      h_prevs = _flat(part_def, len(leaves), part.input_prev)
+      _, _, _, part_hs, _ = _quantities(again, None, h_prevs,
+                                        track_grad=track_grad)
+      hs.extend(part_hs)
+      token = _sequence.exact_one(part_hs, token)
+    return treedef.unflatten(hs), _one(count) * one
+
+  def pass_on(_):
+    return state.input_prev, one
+
+  h_tree, one = jax.lax.cond((count + 1) % every == 0, stash, pass_on, None)
+  return new._replace(input_prev=h_tree), one
+
+
+def _one(count: chex.Array) -> chex.Array:
+  """An exact float32 1 that XLA cannot fold (computed from a count); as an
+  output of a conditional it is a buffer that kernels read, not arithmetic
+  they repeat for every element."""
+  return 1 + 0 * count.astype(jnp.float32)
+
+
+def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
+           track_grad: bool) -> tuple[Any, DiagnosticsState]:
+  """The update ``signal.finish()`` and its record, on every update (the
+  element level, and the summary level with ``diagnostics_every=1``).
 
   ``d`` is read from the estimators' copy (``Signal.estimate_denominator``,
   equal to ``d`` up to float32 rounding) so that the update's own kernel
@@ -133,91 +384,34 @@ def update(signal: _base.Signal, finish: Callable[[], Any],
   history, and the update by an exact 1 computed from the new history and
   the statistics that read the parameters: the order is then in the data.
   """
-  beta, gamma, eta, s = signal.filter if signal.filter is not None else (
+  beta, _, eta, _ = signal.filter if signal.filter is not None else (
       0.0, 0.0, 1.0, 1)
   leaves, treedef = jax.tree.flatten(signal.grad)
   n = len(leaves)
-  denominator = (signal.denominator if signal.estimate_denominator is None
-                 else signal.estimate_denominator)
-
-  def flat(tree):
-    return [None] * n if tree is None else treedef.flatten_up_to(tree)
-
-  def leaf(g, d, decay, a, alpha_prev, h_prev):
-    dt = alpha_prev.dtype
-    alpha = 1 / s
-    if d is not None:
-      alpha = alpha / d
-    if a is not None:
-      alpha = alpha * a
-    if signal.window is not None:
-      alpha = alpha * signal.window
-    alpha = jnp.broadcast_to(alpha, alpha_prev.shape).astype(dt)
-    defined = alpha_prev > 0
-    # (The placeholder 2 is any nonzero number; a 1 here would be merged
-    # with the numerator's bound 1 + EMA(w^2), and a broadcast shared by two
-    # kernels is written to memory.)
-    r = jnp.where(defined, alpha / jnp.where(defined, alpha_prev, 2), 0)
-    g = g.astype(dt)
-    e, h = -g, None
-    if h_prev is not None:
-      # e(t) = gamma g(t-1) - g(t) + (beta z(t-1) - z(t)) / eta, with the
-      # terms of step t-1 kept together in h(t-1).
-      e = e + h_prev
-      h = gamma * g if track_grad else jnp.zeros_like(h_prev)
-      if signal.decay is not None:
-        if decay is None:  # a leaf the decay mask exempts: z = 0
-          z = jnp.zeros_like(h_prev)
-        else:  # z = c_rho rho d s w, the decay term in the filter's units
-          z = decay * s if d is None else decay * d * s
-          z = z.astype(dt)  # s may be float64 under x64 with Python poles
-        e = e - z / eta
-        h = h + (beta / eta) * z
-      h = h.astype(dt)
-    if alpha_prev.size < 2**24:  # counted exactly in float32, in one pass
-      # alpha >= 0, so sign() is 1 where defined and 0 where not (a sum of
-      # signs fuses into XLA's reduction kernel, a comparison does not). A
-      # non-finite alpha(t-1) leaves nothing defined.
-      defined_count = jnp.sum(jnp.sign(alpha_prev))
-      undefined = jnp.where(jnp.isfinite(defined_count),
-                            alpha_prev.size - defined_count,
-                            alpha_prev.size).astype(jnp.int32)
-    else:
-      undefined = jnp.sum(jnp.where(defined, 0, 1), dtype=jnp.int32)
-    return alpha, r, e, h, undefined
-
-  columns = zip(flat(signal.grad), flat(denominator), flat(signal.decay),
-                flat(signal.numerator), flat(state.alpha_prev),
-                flat(state.input_prev))
-  alphas, rs, es, hs, undefined = (list(x) for x in zip(
-      *[leaf(*col) for col in columns])) if n else ([],) * 5
-  record = _summary if level == "summary" else (lambda x: x)
-  rs, es = [record(x) for x in rs], [record(x) for x in es]
+  alphas, rs, es, hs, undefined = _quantities(
+      signal, _flat(treedef, n, state.alpha_prev),
+      _flat(treedef, n, state.input_prev), track_grad=track_grad)
+  keep = _summary if level == "summary" else (lambda x: x)
+  rs, es = [keep(x) for x in rs], [keep(x) for x in es]
   # Everything that reads the old history is done before it is replaced.
   one = _sequence.exact_one((rs, es, undefined), 1)
   alphas = [_sequence.times(x, one) for x in alphas]
   hs = [None if h is None else _sequence.times(h, one) for h in hs]
   # ... and everything that reads the parameters before the update exists.
   one = _sequence.exact_one((alphas, [h for h in hs if h is not None]), one)
-  out = _sequence.times(finish(), one)
-  dt = [a.dtype for a in alphas]
-  us = [record(u.astype(t)) for u, t in zip(treedef.flatten_up_to(out), dt)]
-
-  def tree_of(xs):
-    return treedef.unflatten(xs)
-
-  def stats_tree(xs):
-    return Summary(*(tree_of([x[i] for x in xs]) for i in range(3)))
-
-  columns = dict(alpha=[record(x) for x in alphas], r=rs, e=es, update=us)
+  out = _sequence.times(signal.finish(), one)
+  us = [keep(u.astype(a.dtype))
+        for u, a in zip(treedef.flatten_up_to(out), alphas)]
+  columns = dict(alpha=[keep(x) for x in alphas], r=rs, e=es, update=us)
   if level == "summary":
-    values = {q: stats_tree(columns[q]) for q in QUANTITIES}
+    values = {q: _stats_tree(treedef, columns[q]) for q in QUANTITIES}
   else:
-    values = {q: tree_of(columns[q]) for q in QUANTITIES}
+    values = {q: treedef.unflatten(columns[q]) for q in QUANTITIES}
+  count = optax.safe_increment(state.count)
   dtype = state.beta.dtype
   return out, DiagnosticsState(
-      alpha_prev=tree_of(alphas),
-      input_prev=None if state.input_prev is None else tree_of(hs),
-      r_undefined=tree_of(undefined),
+      alpha_prev=treedef.unflatten(alphas),
+      input_prev=None if state.input_prev is None else treedef.unflatten(hs),
+      r_undefined=treedef.unflatten(undefined),
       beta=jnp.asarray(beta, dtype), eta=jnp.asarray(eta, dtype),
-      values=values)
+      values=values, count=count, recorded=count)

@@ -188,5 +188,9 @@ def lowpass_filter(
                             filter=(beta, zero, gain, s)),
             new_state)
 
+  def last_fn(state):  # s(t) of the last update
+    return debias_divisor(state.count, beta, zero, gain) if debias else None
+
   return _base.AutoSGMBlock(init_fn, apply_fn, kind="filter",
-                            info={"zero_is_zero": _is_zero(zero)})
+                            info={"zero_is_zero": _is_zero(zero)},
+                            last=last_fn)

@@ -221,4 +221,15 @@ def correlation_numerator(
     )
     return signal._replace(numerator=treedef.unflatten(a)), new_state
 
-  return _base.AutoSGMBlock(init_fn, apply_fn, kind="numerator")
+  def last_fn(state):  # a(t) of the last update, as leaf_step makes it
+    if unity:
+      return None
+    if average:
+      return state.a
+    if estimator == "moment":
+      return jax.tree.map(lambda c: jnp.minimum(c, 1), state.c)
+    return jax.tree.map(lambda c, w2: jnp.minimum(jnp.abs(c), 1 + w2),
+                        state.c, state.w2)
+
+  return _base.AutoSGMBlock(init_fn, apply_fn, kind="numerator",
+                            last=last_fn)

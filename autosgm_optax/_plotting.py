@@ -182,7 +182,7 @@ def plot_dynamics(
     leaves: Optional[Sequence[str]] = None,
     axes: Optional[Sequence["matplotlib.axes.Axes"]] = None,
     statistic: str = "sup",
-    first_step: int = 1,
+    first_step: Optional[int] = None,
     title: Optional[str] = None,
 ) -> "matplotlib.figure.Figure":
   r"""Draws the learning dynamics of a training run, one line per leaf.
@@ -207,7 +207,9 @@ def plot_dynamics(
     axes: four matplotlib ``Axes`` to draw on (alpha, r, margin, dw); None
       makes a new figure of 2 x 2 panels.
     statistic: ``"sup"`` or ``"mean"`` (see above).
-    first_step: the update ``t`` of ``history[0]``.
+    first_step: the update ``t`` of ``history[0]``, the others following
+      one by one; None (default) reads each entry's ``step``. Entries that
+      were not recorded (``diagnostics_every``) are skipped.
     title: the figure's title; None leaves it unset.
 
   Returns:
@@ -239,11 +241,12 @@ def plot_dynamics(
   """
   _import_matplotlib("plot_dynamics")
   # pylint: disable-next=import-outside-toplevel
-  from autosgm_optax._stability import history_table
+  from autosgm_optax._stability import history_table, recorded_steps
   history = list(history)
   if not history:
     raise ValueError("history is empty: record learning_dynamics(state)[path] "
                      "after each update.")
+  history, steps = recorded_steps(history, first_step)
   if statistic not in ("sup", "mean"):
     raise ValueError(f"statistic={statistic!r} must be 'sup' or 'mean'.")
   if axes is None:
@@ -257,7 +260,6 @@ def plot_dynamics(
                        f"{len(axes)}.")
     fig = axes[0].figure
 
-  steps = first_step + np.arange(len(history))
   chosen = None
   for ax, (field, sup_stat, mean_stat, label, log) in zip(axes, _PANELS):
     stat = sup_stat if statistic == "sup" else mean_stat

@@ -154,6 +154,10 @@ class Dynamics(NamedTuple):
   (``margin`` is then ``beta |r|`` per element). Every field holds arrays,
   so a jitted train step may return it; :attr:`level` is read from the
   fields' types.
+
+  With ``diagnostics_every=k`` only every k-th update is recorded; after
+  the others ``recorded`` is False and the values are NaN (the last record
+  is kept in the state, but ``mu`` has moved on since).
   """
 
   alpha: Any  # effective learning rate mu F a / (d s)
@@ -164,6 +168,8 @@ class Dynamics(NamedTuple):
   r_undefined: Any  # per leaf: elements where alpha(t-1) = 0
   beta: jax.Array  # the filter's pole
   eta: jax.Array  # the filter's gain
+  step: Any = None  # the update t the values describe (1, 2, ...; 0: none)
+  recorded: Any = None  # bool: the last update was recorded (else NaNs)
 
   @property
   def level(self) -> str:
@@ -185,14 +191,21 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
   ratio = jnp.where(mu_prev > 0, mu / jnp.where(mu_prev > 0, mu_prev, 1), 0)
   step = -mu if descent else mu
   values = diag.values
+  recorded = diag.recorded == diag.count
+  common = dict(r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta,
+                step=diag.recorded, recorded=recorded)
   if isinstance(values["alpha"], Summary):
+    # Between records (diagnostics_every > 1) mu has moved on: NaN, not a
+    # stale record scaled by today's mu.
+    fresh = lambda x: jax.tree.map(
+        lambda v: jnp.where(recorded, v, jnp.nan), x)
     return Dynamics(
-        alpha=_scale_summary(values["alpha"], mu),
-        r=_scale_summary(values["r"], ratio),
-        margin=_scale_summary(values["r"], diag.beta * ratio),  # r >= 0
-        e=values["e"],
-        dw=_scale_summary(values["update"], step),
-        r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta)
+        alpha=fresh(_scale_summary(values["alpha"], mu)),
+        r=fresh(_scale_summary(values["r"], ratio)),
+        margin=fresh(_scale_summary(values["r"], diag.beta * ratio)),  # r>=0
+        e=fresh(values["e"]),
+        dw=fresh(_scale_summary(values["update"], step)),
+        **common)
   r = jax.tree.map(lambda x: ratio * x, values["r"])
   return Dynamics(
       alpha=jax.tree.map(lambda x: mu * x, values["alpha"]),
@@ -200,7 +213,7 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
       margin=jax.tree.map(lambda x: diag.beta * jnp.abs(x), r),
       e=values["e"],
       dw=jax.tree.map(lambda x: step * x, values["update"]),
-      r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta)
+      **common)
 
 
 def learning_dynamics(state: Any, *, maximize: bool = False

@@ -426,6 +426,29 @@ def history_level(history: Sequence[Any]) -> str:
   return levels.pop()
 
 
+def recorded_steps(history: Sequence[Any], first_step: Optional[int] = None
+                   ) -> tuple[list[Any], np.ndarray]:
+  """The recorded entries of a Dynamics history and their updates ``t``.
+
+  Entries with ``recorded`` False (between the records of
+  ``diagnostics_every``: NaN values) are dropped. The updates are the
+  entries' ``step`` when every kept entry has one and ``first_step`` is
+  None; otherwise ``first_step`` (default 1) plus the position.
+  """
+  kept = [d for d in history
+          if getattr(d, "recorded", None) is None
+          or bool(np.asarray(d.recorded))]
+  if not kept:
+    raise ValueError(
+        "history holds no recorded update (with diagnostics_every=k, only "
+        "every k-th update is recorded).")
+  if first_step is None and all(getattr(d, "step", None) is not None
+                                for d in kept):
+    return kept, np.asarray([int(np.asarray(d.step)) for d in kept])
+  return kept, (1 if first_step is None else first_step) + np.arange(
+      len(kept))
+
+
 def _sup(x: Any) -> float:
   x = np.asarray(x)
   return float(np.max(np.abs(x))) if x.size else 0.0
@@ -478,48 +501,57 @@ def history_table(history: Sequence[Any], field: str,
   return leaves, table.reshape(len(history), len(leaves))
 
 
-def _rates(rates: Any, n: int, first_step: int
+def _rates(rates: Any, steps: np.ndarray
            ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-  """``mu F`` of each recorded step and of the step before it."""
+  """``mu F`` of each recorded update ``t`` and of the update before it."""
   if rates is None:
     return None, None
+  n = len(steps)
   if callable(rates):
-    counts = np.arange(first_step - 2, first_step - 1 + n)  # t - 1, from t-1
-    values = _evaluate(rates, np.maximum(counts, 0), "rates")
-    if counts[0] < 0:
-      values[0] = 0.0  # before the first update: no previous rate
-    return values[1:], values[:-1]
+    # update t uses the schedule at count t - 1; its predecessor at t - 2
+    values = _evaluate(rates, np.maximum(steps - 1, 0), "rates")
+    prev = _evaluate(rates, np.maximum(steps - 2, 0), "rates")
+    prev = np.where(steps - 2 < 0, 0.0, prev)  # no update before the first
+    return values, prev
   values = np.asarray([float(np.asarray(x)) for x in rates], np.float64)
   if values.shape != (n,):
     raise ValueError(f"rates has {values.size} values for {n} recorded steps; "
                      "give mu F of every step (or a schedule of the count).")
-  prev = np.concatenate([[np.nan], values[:-1]])
+  # the previous update's rate is known only where it was recorded too
+  consecutive = np.concatenate([[False], np.diff(steps) == 1])
+  prev = np.where(consecutive, np.concatenate([[np.nan], values[:-1]]),
+                  np.nan)
   return values, prev
 
 
 def _memory_gain(history: Sequence[Any], level: str, margin: np.ndarray,
-                 excuse: np.ndarray) -> np.ndarray:
+                 excuse: np.ndarray, steps: np.ndarray) -> np.ndarray:
   """Per step and leaf, ``max_s prod_{u=s+1..t} beta |r(u)| / excuse(u)``.
 
   A running maximum of the log-gain (``max(0, previous + log m)``): the
   largest amplification of the filter's memory of any earlier step. Per
   element at the element level (then the sup over the leaf); from the
-  per-step sups at the summary level (an upper bound).
+  per-step sups at the summary level (an upper bound). The product runs
+  over consecutive recorded updates only: it starts again after a gap
+  (``diagnostics_every > 1``).
   """
   n, n_leaves = margin.shape
   log_excuse = np.log(excuse)
   gain = np.ones((n, n_leaves))
+  restart = np.concatenate([[True], np.diff(steps) != 1])
   with np.errstate(divide="ignore", invalid="ignore"):
     if level == "summary":
       log_gain = np.zeros(n_leaves)
       for k in range(n):
+        if restart[k]:
+          log_gain = np.zeros(n_leaves)
         log_gain = np.fmax(0.0, log_gain + np.log(margin[k]) - log_excuse[k])
         gain[k] = np.exp(log_gain)
       return gain
     log_gain = None
     for k, dyn in enumerate(history):
       leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(dyn.margin)]
-      if log_gain is None:
+      if log_gain is None or restart[k]:
         log_gain = [np.zeros(x.shape) for x in leaves]
       for j, x in enumerate(leaves):
         log_gain[j] = np.fmax(0.0, log_gain[j] + np.log(np.abs(x))
@@ -537,14 +569,19 @@ def check_stability(
     alpha_bound: float = math.inf,
     divergence_bound: float = 1e3,
     rates: Union[None, Sequence[float], Callable[[Any], Any]] = None,
-    first_step: int = 1,
+    first_step: Optional[int] = None,
     reference_steps: int = 10,
 ) -> StabilityReport:
   r"""Checks a recorded history of learning dynamics for instability.
 
   ``history`` holds one :class:`autosgm_optax.Dynamics` per update, in
   order, as ``learning_dynamics(state)[path]`` returns after each update
-  (``diagnostics="summary"`` or ``"element"``). Per step and leaf it takes
+  (``diagnostics="summary"`` or ``"element"``). With
+  ``diagnostics_every=k`` the entries between records (``recorded``
+  False) are skipped, the margin, ``alpha`` and ``e`` are checked at the
+  recorded updates, and the memory gain over consecutive recorded updates
+  only (so a sustained growth between records goes unseen: record every
+  update to check it). Per step and leaf it takes
   the sup over the leaf's elements of ``alpha``, ``r``, the margin
   ``beta |r|``, ``e`` and ``dw`` and reports (see :class:`StabilityReport`):
 
@@ -573,12 +610,13 @@ def check_stability(
       values).
     divergence_bound: the bound of the growth of ``e``.
     rates: ``mu F`` of each recorded step: a sequence (e.g.
-      ``effective_learning_rate(state)`` read after each update) or a
-      schedule of the count (``history[k]`` is the update of count
-      ``first_step - 1 + k``); None if unknown (then a warm-up cannot be
+      ``effective_learning_rate(state)`` read after each recorded update)
+      or a schedule of the count (the update ``t`` used the schedule at
+      count ``t - 1``); None if unknown (then a warm-up cannot be
       told apart from growth).
-    first_step: the update ``t`` of ``history[0]`` (1: recorded from the
-      first update).
+    first_step: the update ``t`` of ``history[0]``, the others following
+      one by one; None (default) reads each entry's ``step`` (1, 2, ...
+      when recorded from the first update).
     reference_steps: the number of first steps that set the size of ``e``.
 
   Returns:
@@ -607,6 +645,7 @@ def check_stability(
   if not history:
     raise ValueError("history is empty: record learning_dynamics(state)[path] "
                      "after each update.")
+  history, steps = recorded_steps(history, first_step)
   level = history_level(history)
   for name, value in (("margin_bound", margin_bound),
                       ("growth_bound", growth_bound),
@@ -617,7 +656,7 @@ def check_stability(
   if reference_steps < 1:
     raise ValueError(f"reference_steps={reference_steps!r} must be >= 1.")
   n = len(history)
-  rate, rate_prev = _rates(rates, n, first_step)
+  rate, rate_prev = _rates(rates, steps)
   if rate is None:
     excuse = np.ones(n)
   else:
@@ -634,10 +673,9 @@ def check_stability(
     _, margin = history_table(history, "margin")
   else:
     margin = betas[:, None] * r
-  steps = first_step + np.arange(n)
   n_leaves = len(leaves)
 
-  growth = _memory_gain(history, level, margin, excuse)
+  growth = _memory_gain(history, level, margin, excuse, steps)
   # e against its size over the first steps
   reference = np.full(n_leaves, np.nan)
   for j in range(n_leaves):

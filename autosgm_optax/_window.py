@@ -82,7 +82,8 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
                             value=jnp.asarray(value, state.value.dtype))
     return signal._replace(window=value), new_state
 
-  return _base.AutoSGMBlock(init_fn, apply_fn, kind="window")
+  return _base.AutoSGMBlock(init_fn, apply_fn, kind="window",
+                            last=lambda state: state.value)
 
 
 def _shape_fn(shape: str, param: Any):

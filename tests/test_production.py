@@ -26,7 +26,8 @@ EVERY_KEYWORD = dict(
     huber_k=3.0, window=optax.cosine_decay_schedule(1.0, 50),
     weight_decay=optax.linear_schedule(1e-2, 1e-3, 50), decay="decoupled",
     decay_factor=0.5, weight_decay_mask=asgm.default_weight_decay_mask,
-    maximize=False, filter_dtype=None, diagnostics="summary")
+    maximize=False, filter_dtype=None, diagnostics="summary",
+    diagnostics_every=2)
 
 
 def test_every_keyword_is_covered():

@@ -1,0 +1,238 @@
+"""The summary level on every k-th update (``diagnostics_every``): the same
+record as on every update, NaN between records, the update unchanged bit for
+bit, no added per-element state but the history, no copies, and histories
+with gaps in the stability check and the plot."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import autosgm_optax as asgm
+from autosgm_optax._stability import check_stability
+from conftest import PROBLEMS, relative_error
+
+STEPS = 12
+EVERY = 3
+CONFIGS = {
+    # no numerator (one program over the tree), no history
+    "adam": dict(),
+    # the filter's zero and decoupled decay: a history; a numerator: leaf by
+    # leaf on one CPU device
+    "full": dict(gamma=0.5528, numerator="correlation", weight_decay=0.05,
+                 window=asgm.raised_cosine_window(STEPS, full=True,
+                                                  floor=0.0)),
+    "coupled_moment_no_average": dict(
+        gamma=0.3, weight_decay=0.02, decay="coupled", numerator="moment",
+        numerator_average=False, numerator_smoothing=None),
+    "robust_no_denominator_no_debias": dict(
+        numerator="robust_correlation", denominator=False, debias=False,
+        gamma=0.2, weight_decay=0.01, decay_factor=0.5),
+}
+
+
+def _trajectory(tx, steps=STEPS, problem="mlp"):
+  """Parameters and learning_dynamics after each of ``steps`` jitted
+  updates, on the same data."""
+  params, loss = PROBLEMS[problem]()
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  out = []
+  for _ in range(steps):
+    params, state = step(params, state)
+    dyn = asgm.learning_dynamics(state).get("")
+    out.append((params, None if dyn is None else jax.tree.map(np.asarray,
+                                                              dyn)))
+  return out
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_k_records_what_every_update_records(name):
+  config = CONFIGS[name]
+  plain = _trajectory(asgm.autosgm(1e-2, **config))
+  every = _trajectory(asgm.autosgm(1e-2, diagnostics="summary", **config))
+  sparse = _trajectory(asgm.autosgm(1e-2, diagnostics="summary",
+                                    diagnostics_every=EVERY, **config))
+  for t, ((p0, _), (p1, d1), (pk, dk)) in enumerate(
+      zip(plain, every, sparse), start=1):
+    # the diagnostics do not change the update: recorded on every update,
+    # bit for bit; every k-th, to float32 rounding (XLA fuses the step
+    # around the record differently)
+    for a, b in zip(jax.tree.leaves(p0), jax.tree.leaves(p1)):
+      np.testing.assert_array_equal(a, b)
+    assert relative_error(pk, p0) <= 1e-6 * t
+    assert bool(d1.recorded) and int(d1.step) == t
+    if t % EVERY:
+      assert not bool(dk.recorded) and int(dk.step) == t - t % EVERY
+      for field in ("alpha", "r", "margin", "e", "dw"):
+        assert all(np.isnan(x) for x in jax.tree.leaves(getattr(dk, field)))
+      continue
+    assert bool(dk.recorded) and int(dk.step) == t
+    # r(t) from alpha(t-1) rebuilt from the blocks' states equals r(t) from
+    # the kept alpha(t-1); e(t) from the history kept one update ahead
+    # (to float32 round-off of the elements: the std of r, about 3e-5
+    # around r = 1, moves with 1-ulp changes of r)
+    for field in ("alpha", "r", "margin", "e", "dw"):
+      got, want = getattr(dk, field), getattr(d1, field)
+      for sup_k, sup_1, x, y in zip(
+          jax.tree.leaves(got.sup), jax.tree.leaves(want.sup),
+          jax.tree.leaves((got.mean, got.std)),
+          jax.tree.leaves((want.mean, want.std))):
+        np.testing.assert_allclose(sup_k, sup_1, rtol=2e-5)
+      for x, y, scale in zip(jax.tree.leaves((got.mean, got.std)),
+                             jax.tree.leaves((want.mean, want.std)),
+                             2 * jax.tree.leaves(want.sup)):
+        np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6 * scale,
+                                   err_msg=f"{name} {field} t={t}")
+    assert jax.tree.map(int, dk.r_undefined) == jax.tree.map(
+        int, d1.r_undefined)
+    np.testing.assert_array_equal(dk.beta, d1.beta)
+    np.testing.assert_array_equal(dk.eta, d1.eta)
+
+
+def test_window_at_zero_is_flagged_at_a_record():
+  # F(0) = 0 for a full window with floor 0: alpha(1) = 0, so r(2) is
+  # undefined everywhere; recording every 2nd update sees it at t = 2.
+  config = dict(window=asgm.raised_cosine_window(STEPS, full=True, floor=0.0))
+  params, _ = PROBLEMS["mlp"]()
+  sparse = _trajectory(asgm.autosgm(1e-2, diagnostics="summary",
+                                    diagnostics_every=2, **config), steps=4)
+  dyn = sparse[1][1]
+  assert bool(dyn.recorded) and int(dyn.step) == 2
+  for count, leaf in zip(jax.tree.leaves(dyn.r_undefined),
+                         jax.tree.leaves(params)):
+    assert int(count) == leaf.size
+  assert all(float(x) == 0 for x in jax.tree.leaves(dyn.r.sup))
+  later = sparse[3][1]  # alpha(3) > 0: defined again
+  assert all(int(c) == 0 for c in jax.tree.leaves(later.r_undefined))
+
+
+def _entry_text(tx, params):
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+      params, state, grads).compile()
+  text = compiled.as_text()
+  return state, text[text.index("ENTRY"):]
+
+
+@pytest.mark.parametrize("config", [CONFIGS["full"], CONFIGS["adam"]])
+def test_state_and_compiled_step(config):
+  params = {"w": jnp.ones((64, 32)), "v": jnp.ones((48, 16)),
+            "b": jnp.zeros(32)}
+  sizes = {int(np.prod(p.shape)) for p in jax.tree.leaves(params)}
+  state, entry = _entry_text(asgm.autosgm(
+      1e-2, diagnostics="summary", diagnostics_every=10, **config), params)
+  diag = state[0].diagnostics
+  # no alpha(t-1) buffer; the history only where e(t) needs one
+  assert diag.alpha_prev is None
+  history = config.get("gamma", 0) != 0 or config.get("weight_decay", 0) > 0
+  assert (diag.input_prev is not None) == history
+  # XLA copies no parameter-sized buffer around the conditionals
+  copied = [line for line in entry.splitlines()
+            if " copy(" in line and _elements(line) in sizes]
+  assert not copied, copied
+  assert entry.count("conditional(") == (2 if history else 1)
+
+
+def _elements(line):
+  shape = re.search(r"= f32\[([\d,]*)\]", line)
+  if shape is None:
+    return 0
+  dims = [int(x) for x in shape.group(1).split(",") if x]
+  return int(np.prod(dims)) if dims else 1
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(diagnostics="summary", diagnostics_every=0), ValueError,
+     "diagnostics_every=0 must be an int >= 1"),
+    (dict(diagnostics="summary", diagnostics_every=2.0), TypeError,
+     "diagnostics_every=2.0 must be an int >= 1"),
+    (dict(diagnostics="summary", diagnostics_every=True), TypeError,
+     "diagnostics_every=True"),
+    (dict(diagnostics="element", diagnostics_every=2), ValueError,
+     "needs diagnostics=\"summary\""),
+    (dict(diagnostics_every=5), ValueError, "needs diagnostics=\"summary\""),
+])
+def test_bad_every_is_refused_at_build(kwargs, error, words):
+  with pytest.raises(error, match=re.escape(words)):
+    asgm.autosgm(1e-2, **kwargs)
+
+
+def test_injected_every_changes_without_recompiling():
+  params, loss = PROBLEMS["quadratic"]()
+  tx = optax.inject_hyperparams(asgm.autosgm)(
+      1e-2, gamma=0.5, weight_decay=1e-2, diagnostics="summary",
+      diagnostics_every=2)
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(None)
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(params)
+  recorded = []
+  for t in range(1, 10):
+    if t == 5:  # from update 5 on, every 3rd
+      hp = state.hyperparams
+      hp["diagnostics_every"] = jnp.full_like(hp["diagnostics_every"], 3)
+    params, state = step(params, state)
+    (dyn,) = asgm.learning_dynamics(state).values()
+    recorded.append(bool(dyn.recorded))
+  assert len(traces) == 1
+  assert recorded == [t % 2 == 0 if t < 5 else t % 3 == 0
+                      for t in range(1, 10)]
+
+
+def test_stability_and_plot_read_a_history_with_gaps():
+  schedule = optax.warmup_cosine_decay_schedule(0.0, 0.05, 10, 40)
+  histories = {}
+  for every in (1, 4):
+    tx = asgm.autosgm(schedule, diagnostics="summary",
+                      diagnostics_every=every)
+    params = {"w": jnp.zeros(4)}
+    loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
+    state, history = tx.init(params), []
+    for _ in range(40):
+      updates, state = tx.update(jax.grad(loss)(params), state, params)
+      params = optax.apply_updates(params, updates)
+      history.append(asgm.learning_dynamics(state)[""])
+    histories[every] = history
+  full = check_stability(histories[1], rates=schedule)
+  sparse = check_stability(histories[4], rates=schedule)
+  assert full.steps == (1, 40) and sparse.steps == (4, 40)
+  assert sparse.stable and sparse.contractive
+  # the warm-up steps it sees are the recorded ones among the full run's
+  assert {f.step for f in sparse.warmup} == {
+      f.step for f in full.warmup if f.step % 4 == 0}
+  # the same margins at the recorded updates
+  worst_full = max(f.value for f in full.max_margin.values())
+  worst_sparse = max(f.value for f in sparse.max_margin.values())
+  assert worst_sparse <= worst_full + 1e-6
+  # without rates the warm-up is growth: flagged at a recorded update
+  assert not check_stability(histories[4]).contractive
+
+  pytest.importorskip("matplotlib")
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from autosgm_optax._plotting import plot_dynamics  # pylint: disable=import-outside-toplevel
+  fig = plot_dynamics(histories[4])
+  x = fig.axes[0].get_lines()[0].get_xdata()
+  np.testing.assert_array_equal(x, np.arange(4, 41, 4))
+  plt.close(fig)
