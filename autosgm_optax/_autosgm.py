@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from autosgm_optax import _base
@@ -199,8 +200,13 @@ def scale_by_autosgm(
     kept it bit for bit but made XLA copy that state, 1.22x)."""
     if one is not None:
       updates = _sequence.times(updates, one)
-    if after is not None:
-      state = _sequence.times(state, after)
+    if after is not None:  # the blocks' per-element buffers (a scalar XLA
+      # copies for nothing; every multiplication of one is a kernel)
+      state = state._replace(**{
+          name: jax.tree.map(
+              lambda x: _sequence.times(x, after) if jnp.size(x) > 1 else x,
+              getattr(state, name))
+          for name in slots})
     both = one if after is None else after if one is None else one * after
     if both is not None and params is not None:
       params = _sequence.times(params, both)

@@ -53,11 +53,6 @@ class Signal(NamedTuple):
       without decay), built by a second, independently rounded expression
       for the numerator's estimators; None while it equals ``direction``.
     estimate_denominator: ``d(t)`` built the same way, or None.
-    rebuild_denominator: None, or a function of an exact 1 (a traced scalar)
-      that builds ``d(t)`` once more with the second moment multiplied by
-      that 1 under the square root: for further readers (the diagnostics),
-      so that each gets a square root of its own, which XLA cannot merge
-      with another one and write to memory.
 
   Why two expressions of one value: the estimators and the final update
   both read ``H[g] / d``. XLA will not duplicate a division or a square
@@ -79,7 +74,6 @@ class Signal(NamedTuple):
   filter: Any = None
   estimate: Any = None
   estimate_denominator: Any = None
-  rebuild_denominator: Any = None
 
   @classmethod
   def from_gradient(cls, updates: Any) -> "Signal":

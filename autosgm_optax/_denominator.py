@@ -93,11 +93,6 @@ def moment_denominator(
       shifted = lambda n: n
     else:
       shifted = lambda n: n + (eps_root * correction).astype(n.dtype)
-    def rebuild(one):
-      return jax.tree.map(
-          lambda n: jnp.sqrt(shifted(n * jnp.asarray(one, n.dtype)))
-          * inv_root.astype(n.dtype) + eps, nu)
-
     d_est = jax.tree.map(
         lambda n: jnp.sqrt(shifted(n)) * inv_root.astype(n.dtype) + eps, nu)
     estimate = signal.direction if signal.estimate is None else (
@@ -107,8 +102,7 @@ def moment_denominator(
         count=count_inc, nu=_base.cast_tree(nu, state.nu))
     return signal._replace(direction=direction, denominator=d,
                            estimate=estimate,
-                           estimate_denominator=d_est,
-                           rebuild_denominator=rebuild), new_state
+                           estimate_denominator=d_est), new_state
 
   def last_fn(state):  # d(t) of the last update, as apply_fn builds it
     nu_hat = optax.tree.bias_correction(state.nu, beta, state.count)

@@ -69,8 +69,13 @@ class DiagnosticsState(NamedTuple):
 
   ``alpha`` is ``F a / (d s)``, ``r`` its ratio to the previous step's,
   ``update`` the core's output ``u`` (the parameter change is ``-mu u``),
-  ``e`` the LTV input. ``values`` holds a :class:`Summary` per quantity
-  (summary level) or the per-element trees (element level).
+  ``e`` the LTV input. ``values`` holds, at the summary level,
+  ``{"summary": tree}``: per leaf one array of shape ``(4, 3)``, the
+  quantities of :data:`QUANTITIES` by (sup, mean, std) (one buffer per leaf
+  rather than twelve scalars: a jitted step handles every buffer of its
+  state on each call, a few microseconds each); :func:`unpack` turns it
+  into a :class:`Summary` per quantity. At the element level it holds the
+  per-element tree of each quantity.
   """
 
   alpha_prev: Optional[optax.Updates]  # per element F a / (d s) of the last
@@ -136,10 +141,10 @@ def init(params: Any, level: str, *, track_grad: bool, track_decay: bool,
          every: Any = 1) -> DiagnosticsState:
   """The diagnostics state for ``params`` at ``level``."""
   zeros = lambda: _base.zeros_like_tree(params, None)
-  scalars = lambda: jax.tree.map(
-      lambda p: jnp.zeros([], _base.state_dtype(p.dtype, None)), params)
   if level == "summary":
-    values = {q: Summary(scalars(), scalars(), scalars()) for q in QUANTITIES}
+    values = {"summary": jax.tree.map(
+        lambda p: jnp.zeros((len(QUANTITIES), 3),
+                            _base.state_dtype(p.dtype, None)), params)}
   else:
     values = {q: zeros() for q in QUANTITIES}
   dtype = _base.scalar_dtype(params)
@@ -193,28 +198,19 @@ def previous_alpha(parts: Parts, grad: Any, count: chex.Array) -> list:
 
 
 def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
-                h_prevs: list, *, track_grad: bool, one: Any = None
-                ) -> tuple[list, ...]:
+                h_prevs: list, *, track_grad: bool) -> tuple[list, ...]:
   """Per leaf: alpha(t), r(t), e(t), the new history h(t) (or None) and the
   number of elements where alpha(t-1) = 0, as lists over the leaves (r and
-  the count None without ``alpha_prevs``).
-
-  With an exact 1 ``one`` (a traced scalar), alpha and h each read a
-  ``d`` of their own (``Signal.rebuild_denominator``), so that XLA does not
-  write a shared square root to memory."""
+  the count None without ``alpha_prevs``)."""
   beta, gamma, eta, s = signal.filter if signal.filter is not None else (
       0.0, 0.0, 1.0, 1)
   leaves, treedef = jax.tree.flatten(signal.grad)
   n = len(leaves)
   denominator = (signal.denominator if signal.estimate_denominator is None
                  else signal.estimate_denominator)
-  denominator_h = denominator
-  if one is not None and signal.rebuild_denominator is not None:
-    denominator = signal.rebuild_denominator(one)
-    denominator_h = signal.rebuild_denominator(one * one)
   flat = lambda tree: _flat(treedef, n, tree)
 
-  def leaf(g, d, d_h, decay, a, alpha_prev, h_prev):
+  def leaf(g, d, decay, a, alpha_prev, h_prev):
     dt = _base.state_dtype(g.dtype, None)
     alpha = _alpha(s, d, a, signal.window, g.shape, dt)
     r = undefined = None
@@ -245,7 +241,7 @@ def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
         if decay is None:  # a leaf the decay mask exempts: z = 0
           z = jnp.zeros_like(h_prev)
         else:  # z = c_rho rho d s w, the decay term in the filter's units
-          z = decay * s if d_h is None else decay * d_h * s
+          z = decay * s if d is None else decay * d * s
           z = z.astype(dt)  # s may be float64 under x64 with Python poles
         e = e - z / eta
         h = h + (beta / eta) * z
@@ -255,14 +251,24 @@ def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
   if not n:
     return ([],) * 5
   alpha_prevs = [None] * n if alpha_prevs is None else alpha_prevs
-  columns = zip(leaves, flat(denominator), flat(denominator_h),
-                flat(signal.decay), flat(signal.numerator), alpha_prevs,
-                h_prevs)
+  columns = zip(leaves, flat(denominator), flat(signal.decay),
+                flat(signal.numerator), alpha_prevs, h_prevs)
   return tuple(list(x) for x in zip(*[leaf(*col) for col in columns]))
 
 
-def _stats_tree(treedef: Any, xs: list) -> Summary:
-  return Summary(*(treedef.unflatten([x[i] for x in xs]) for i in range(3)))
+def _pack(treedef: Any, columns: dict) -> dict:
+  """``{"summary": tree}`` from ``columns[q]``: per leaf (sup, mean, std)."""
+  leaves = [jnp.stack([jnp.stack(columns[q][i]) for q in QUANTITIES])
+            for i in range(treedef.num_leaves)]
+  return {"summary": treedef.unflatten(leaves)}
+
+
+def unpack(values: dict) -> dict:
+  """The summary level's ``values`` as a :class:`Summary` per quantity."""
+  tree = values["summary"]
+  return {q: Summary(*(jax.tree.map(lambda v, i=i, j=j: v[i, j], tree)
+                       for j in range(3)))
+          for i, q in enumerate(QUANTITIES)}
 
 
 class Part(NamedTuple):
@@ -323,7 +329,7 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
       undefined.extend(counts)
       # The next part after this one (its last statistic), for the cache.
       one = _sequence.exact_one(columns["update"][-1][2:], one)
-    values = {q: _stats_tree(treedef, columns[q]) for q in QUANTITIES}
+    values = _pack(treedef, columns)
     beta, _, eta, _ = again.filter if again.filter is not None else (
         0.0, 0.0, 1.0, 1)
     return (treedef.unflatten(undefined), values, count,
@@ -404,7 +410,7 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
         for u, a in zip(treedef.flatten_up_to(out), alphas)]
   columns = dict(alpha=[keep(x) for x in alphas], r=rs, e=es, update=us)
   if level == "summary":
-    values = {q: _stats_tree(treedef, columns[q]) for q in QUANTITIES}
+    values = _pack(treedef, columns)
   else:
     values = {q: treedef.unflatten(columns[q]) for q in QUANTITIES}
   count = optax.safe_increment(state.count)

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from autosgm_optax import _diagnostics
 from autosgm_optax._autosgm import ScaleByAutoSGMState
 from autosgm_optax._diagnostics import DiagnosticsState
 from autosgm_optax._diagnostics import Summary
@@ -194,7 +195,8 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
   recorded = diag.recorded == diag.count
   common = dict(r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta,
                 step=diag.recorded, recorded=recorded)
-  if isinstance(values["alpha"], Summary):
+  if "summary" in values:
+    values = _diagnostics.unpack(values)
     # Between records (diagnostics_every > 1) mu has moved on: NaN, not a
     # stale record scaled by today's mu.
     fresh = lambda x: jax.tree.map(

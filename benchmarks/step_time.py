@@ -16,12 +16,16 @@ Targets (SPEC.md, section 11, "Step-time targets"):
   reduction whose result scales the final update;
 - learning dynamics (issue 10, not in SPEC.md): the full configuration
   with ``diagnostics="summary"`` <= 1.3x the same configuration without
-  diagnostics, timed in the same interleaved run. The summary level keeps
-  ``alpha(t-1)`` and ``h(t-1) = gamma g(t-1) + (beta / eta) z(t-1)`` per
-  element (2 more buffers, each written and read) and reduces four
-  quantities per leaf three ways (12 reductions, each a pass over the leaf):
-  by stream count alone about 2x the full configuration on a memory-bound
-  CPU.
+  diagnostics, timed in the same interleaved run. Recorded on every update
+  the summary level keeps ``alpha(t-1)`` and ``h(t-1) = gamma g(t-1) +
+  (beta / eta) z(t-1)`` per element (2 more buffers, each written and read)
+  and reduces four quantities per leaf three ways (12 reductions, each a
+  pass over the leaf): by stream count alone about 2x the full
+  configuration on a memory-bound CPU. With ``diagnostics_every=k`` the
+  record is taken in a conditional on every k-th update only; the row
+  reports the steps between records, the step before a record (which keeps
+  ``h``), a record, and the average over a period of k updates computed from
+  those three medians (a period holds k - 2, 1 and 1 of them).
 
 Every step is ``(params, state, grads) -> (new_params, new_state)`` (update
 plus ``optax.apply_updates``), jitted with ``donate_argnums=(0, 1)`` and
@@ -70,6 +74,7 @@ FLOOR_TARGET = 1.3
 FLOOR_GOAL = 1.15
 BYTES_TARGET = 1.0
 DIAGNOSTICS_TARGET = 1.3
+EVERY = 10  # diagnostics_every of the cadence row
 
 
 # ---------------------------------------------------------------------------
@@ -231,6 +236,41 @@ class Entry:
     return 1e3 * statistics.median(self.times)
 
 
+def cadence_steps(entry: Entry, warmup: int) -> dict[str, list[float]]:
+  """The timed steps of a ``diagnostics_every=EVERY`` entry by kind: the
+  recorded updates (number a multiple of EVERY), the updates before them
+  (which keep the history for e), and the others."""
+  kinds = {"record": [], "history": [], "plain": []}
+  for j, t in enumerate(entry.times):
+    number = warmup + j + 1  # updates are numbered from 1
+    kind = ("record" if number % EVERY == 0 else
+            "history" if (number + 1) % EVERY == 0 else "plain")
+    kinds[kind].append(t)
+  return kinds
+
+
+def cadence_verdict(kinds: dict[str, list[float]], twin_ms: float) -> str:
+  """Per-kind ratios and the average over a period of k updates, from the
+  per-kind medians: ((k - 2) plain + history + record) / k."""
+  med = {k: 1e3 * statistics.median(v) / twin_ms for k, v in kinds.items()
+         if v}
+  if len(med) < 3:
+    return "- cadence row: too few timed steps to see every kind"
+  average = lambda k: ((k - 2) * med["plain"] + med["history"]
+                       + med["record"]) / k
+  smallest = next((k for k in range(2, 100001)
+                   if average(k) <= DIAGNOSTICS_TARGET), None)
+  where = (f"meets target for diagnostics_every >= {smallest}"
+           if smallest else "MISSES target for every k")
+  return (f"- diagnostics_every: steps between records {med['plain']:.3f}x, "
+          f"the step before a record (keeps h) {med['history']:.3f}x, a "
+          f"record {med['record']:.3f}x the full config (medians of "
+          f"{len(kinds['plain'])}, {len(kinds['history'])}, "
+          f"{len(kinds['record'])} steps); average over a period: every "
+          f"{EVERY} {average(EVERY):.3f}x, every 100 {average(100):.3f}x: "
+          f"{where} (target <= {DIAGNOSTICS_TARGET}x)")
+
+
 def ratios_per_round(a: Entry, b: Entry) -> list[float]:
   return [x / y for x, y in zip(a.times, b.times)]
 
@@ -266,6 +306,9 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
       ("floor (4 buffers)", lambda: floor_kernel(4, False)),
       ("full, diagnostics", lambda: asgm.autosgm(
           LR, window=window(), diagnostics="summary", **FULL_KWARGS)),
+      (f"full, diagnostics every {EVERY}", lambda: asgm.autosgm(
+          LR, window=window(), diagnostics="summary",
+          diagnostics_every=EVERY, **FULL_KWARGS)),
   ]
   rows = [
       ("control: optax.adam vs optax.adam", "optax.adam (copy)",
@@ -284,6 +327,9 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
        "floor (4 buffers)", "floor"),
       ('full config, diagnostics="summary" vs full config',
        "full, diagnostics", "full", "diagnostics"),
+      (f'full config, diagnostics="summary", diagnostics_every={EVERY}: '
+       "steps between records vs full config",
+       f"full, diagnostics every {EVERY}", "full", "cadence"),
   ]
   return entries, rows
 
@@ -339,7 +385,11 @@ def run_size(total: int, args) -> None:
   verdicts = []
   for label, ours_name, twin_name, kind in rows:
     ours, twin = entries[ours_name], entries[twin_name]
-    ratio = ours.median_ms / twin.median_ms
+    ours_ms = ours.median_ms
+    if kind == "cadence":  # the steps between records; the rest below
+      kinds = cadence_steps(ours, args.warmup)
+      ours_ms = statistics.median(kinds["plain"]) * 1e3
+    ratio = ours_ms / twin.median_ms
     if ours.bytes is not None and twin.bytes:
       bratio = ours.bytes / twin.bytes
       excess = ours.bytes - twin.bytes
@@ -348,7 +398,7 @@ def run_size(total: int, args) -> None:
       bratio = excess = None
       btxt = "n/a"
     state = f"{ours.state_ratio:.2f}, {twin.state_ratio:.2f}"
-    print(f"| {label} | {ours.median_ms:.3f} | {twin.median_ms:.3f} "
+    print(f"| {label} | {ours_ms:.3f} | {twin.median_ms:.3f} "
           f"| {ratio:.3f} | {btxt} | {state} |")
     if kind == "preset":
       # "Scalars aside": a few scalar state entries may differ; any extra
@@ -377,6 +427,8 @@ def run_size(total: int, args) -> None:
       verdicts.append(
           f"- {label}: {ratio:.3f}x without diagnostics: {mark} "
           f"(target <= {DIAGNOSTICS_TARGET}x)")
+    elif kind == "cadence":
+      verdicts.append(cadence_verdict(kinds, twin.median_ms))
 
   print(f"\ncontrol row (two copies of optax.adam): time ratio "
         f"{control_ratio:.3f}; per-round ratios: median "

@@ -236,3 +236,32 @@ def test_stability_and_plot_read_a_history_with_gaps():
   x = fig.axes[0].get_lines()[0].get_xdata()
   np.testing.assert_array_equal(x, np.arange(4, 41, 4))
   plt.close(fig)
+
+
+@pytest.mark.parametrize("block", [
+    asgm.lowpass_filter(0.9, gamma=0.5),
+    asgm.moment_denominator(0.99, eps=1e-6, eps_root=1e-9),
+    asgm.correlation_numerator("correlation"),
+    asgm.correlation_numerator("robust_correlation", average=False,
+                               smoothing=None),
+    asgm.correlation_numerator("moment", average=False, smoothing=None),
+    asgm.raised_cosine_window(5),
+], ids=["filter", "denominator", "numerator", "robust_per_element",
+        "moment_per_element", "window"])
+def test_block_last_is_the_factor_of_the_last_update(block):
+  # What the summary level reads instead of keeping alpha(t-1).
+  from autosgm_optax import _base  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+  state = block.init(params)
+  field = {"filter": "filter", "denominator": "denominator",
+           "numerator": "numerator", "window": "window"}[block.kind]
+  for _ in range(3):
+    g = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+    signal, state = block.apply(_base.Signal.from_gradient(g), state, params)
+    got = block.last(state)
+    want = getattr(signal, field)
+    if field == "filter":
+      want = want[3]  # (beta, gamma, eta, s): the debias divisor s
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)

@@ -180,8 +180,11 @@ def test_diagnostics_keep_alpha_and_at_most_one_history_buffer(kwargs,
   diag = state[0].diagnostics
   assert jax.tree.structure(diag.alpha_prev) == jax.tree.structure(params)
   assert (diag.input_prev is not None) == history
-  per_element = [x for x in jax.tree.leaves(diag) if x.size > 1]
+  shapes = {p.shape for p in jax.tree.leaves(params)}
+  per_element = [x for x in jax.tree.leaves(diag) if x.shape in shapes]
   assert len(per_element) == 2 * (1 + history)  # two leaves each
+  # the summaries: one (quantity, statistic) array per leaf
+  assert [x.shape for x in jax.tree.leaves(diag.values)] == [(4, 3)] * 2
 
 
 def test_summary_std_of_a_nearly_constant_leaf():
