@@ -104,17 +104,24 @@ def scale_by_autosgm(
       the state) or ``"element"`` (the same per element). Both keep the
       previous step's per-element ``alpha`` and, when the filter has a zero
       or decoupled decay is on, one more per-element buffer, the part of the
-      LTV input that comes from the previous step. Read them with
+      LTV input that comes from the previous step (with
+      ``diagnostics_every > 1`` only the latter). Read them with
       :func:`autosgm_optax.learning_dynamics`.
-    diagnostics_every: with ``diagnostics="summary"``, take the statistics
-      only on the updates whose number (1, 2, ...) is a multiple of this
-      (the per-element history is still kept every update, so ``r`` and
-      ``e`` of a recorded update are exact). The other updates run the
-      plain step and write the history: about 1.1x the step without
-      diagnostics, against about 3.4x for a record on every update on a
-      2-core CPU (``benchmarks/step_time.py``). Between records
-      :func:`autosgm_optax.learning_dynamics` reports NaN and
-      ``recorded=False``.
+    diagnostics_every: with ``diagnostics="summary"``, record only the
+      updates whose number (1, 2, ...) is a multiple of this, as one logs
+      every k steps. The record is taken in a ``lax.cond`` before the
+      update, from the step's inputs: ``alpha(t-1)`` is rebuilt from the
+      blocks' states (no per-element ``alpha`` is kept) and the history
+      for ``e`` is written on the update before a record only, so ``r``
+      and ``e`` of a recorded update are exact. The other updates run the
+      plain step (``benchmarks/step_time.py``: about 1.05-1.1x the step
+      without diagnostics, against about 3x for a record on every update,
+      on a 2-core CPU; a record itself costs several steps). Between
+      records :func:`autosgm_optax.learning_dynamics` reports NaN and
+      ``recorded=False``. The update equals the one without diagnostics up
+      to float32 rounding (XLA fuses the step around the record
+      differently). Under ``optax.inject_hyperparams`` it is injected like
+      any number and may change between steps without recompiling.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`; extra update

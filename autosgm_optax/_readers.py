@@ -196,7 +196,7 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
   common = dict(r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta,
                 step=diag.recorded, recorded=recorded)
   if "summary" in values:
-    values = _diagnostics.unpack(values)
+    values, common["r_undefined"] = _diagnostics.unpack(values)
     # Between records (diagnostics_every > 1) mu has moved on: NaN, not a
     # stale record scaled by today's mu.
     fresh = lambda x: jax.tree.map(

@@ -265,3 +265,18 @@ def test_block_last_is_the_factor_of_the_last_update(block):
       want = want[3]  # (beta, gamma, eta, s): the debias divisor s
     for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
+
+
+def test_packed_counts_are_exact_beyond_float32_integers():
+  # The summary keeps the count of undefined r in its float array; counts of
+  # large leaves exceed 2^24, the last integer float32 holds exactly.
+  from autosgm_optax import _diagnostics  # pylint: disable=import-outside-toplevel
+  counts = [2**24 + 1, 2**31 - 1, 0, 4097]
+  columns = {q: [(jnp.float32(1), jnp.float32(2), jnp.float32(3))] * 4
+             for q in _diagnostics.QUANTITIES}
+  treedef = jax.tree.structure([0, 0, 0, 0])
+  values = _diagnostics._pack(
+      treedef, columns, [jnp.int32(c) for c in counts])
+  summaries, got = _diagnostics.unpack(values)
+  assert [int(x) for x in got] == counts
+  assert [float(x) for x in summaries["e"].std] == [3.0] * 4
