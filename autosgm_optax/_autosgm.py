@@ -270,7 +270,15 @@ def scale_by_autosgm(
         # From the numerator's estimate c: written late in the leaf and to
         # memory anyway (its per-leaf average would make the next leaf wait
         # for a single-threaded reduction).
-        one = _sequence.exact_one(new.numerator.c, one)
+        token = new.numerator.c
+        if diagnostics == "summary" and every_update:
+          # ... and from all of the leaf's statistics, so that XLA frees
+          # (and reuses) the leaf's temporaries before the next leaf
+          # (measured at 10M parameters in 4 leaves: 112 -> 68 MiB of
+          # temporaries mapped afresh each step, 4.1x -> 3.5x the step).
+          token = (token, _diagnostics.token(jax.tree.leaves(
+              new.diagnostics.values)))
+        one = _sequence.exact_one(token, one)
         outs.append(out)
         states.append(new)
       out = _sequence.merge(outs, updates, treedef)

@@ -330,8 +330,7 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
   count = optax.safe_increment(state.count)
 
   def take(_):
-    columns = {q: [] for q in QUANTITIES}
-    undefined, one = [], None
+    packed, one = [], None
     for part in parts:
       again = part.rerun(one)
       leaves, part_def = jax.tree.flatten(again.grad)
@@ -341,12 +340,14 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
           again, alpha_prevs, h_prevs, track_grad=track_grad)
       us = part_def.flatten_up_to(again.finish())
       us = [u.astype(a.dtype) for u, a in zip(us, alphas)]
-      for q, xs in zip(QUANTITIES, (alphas, rs, es, us)):
-        columns[q].extend(_summary(x) for x in xs)
-      undefined.extend(counts)
-      # The next part after this one (its last statistic), for the cache.
-      one = _sequence.exact_one(columns["update"][-1][2:], one)
-    values = _pack(treedef, columns, undefined)
+      columns = {q: [_summary(x) for x in xs]
+                 for q, xs in zip(QUANTITIES, (alphas, rs, es, us))}
+      part_packed = jax.tree.leaves(_pack(part_def, columns, counts))
+      packed.extend(part_packed)
+      # The next part after all of this one's statistics: XLA then frees
+      # (and reuses) this part's temporaries before the next one starts.
+      one = _sequence.exact_one(token(part_packed), one)
+    values = {"summary": treedef.unflatten(packed)}
     beta, _, eta, _ = again.filter if again.filter is not None else (
         0.0, 0.0, 1.0, 1)
     return (values, count,
@@ -382,6 +383,11 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
 
   h_tree, one = jax.lax.cond((count + 1) % every == 0, stash, pass_on, None)
   return new._replace(input_prev=h_tree), one
+
+
+def token(packed: list) -> Any:
+  """One scalar that depends on every statistic of the packed summaries."""
+  return [jnp.sum(jnp.abs(x)) for x in packed]
 
 
 def _one(count: chex.Array) -> chex.Array:
