@@ -90,9 +90,11 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
 def exact_one(tree: Any, previous: Any = None) -> Any:
   """An exact 1 that XLA can only compute after every array of ``tree``
   (arrays written to memory anyway, e.g. a new state, or scalars);
-  ``previous`` if ``tree`` holds no element."""
+  ``previous`` if ``tree`` holds no element, or with several devices."""
   leaves = [x for x in jax.tree.leaves(tree) if jnp.size(x)]
-  if not leaves:
+  if not leaves or jax.device_count() > 1:
+    # (With several devices the order is left to XLA: a slice of a sharded
+    # leaf costs a collective, and explicit sharding refuses it.)
     return previous
   # One reduction, not elements: XLA fuses an element's (or a scalar's)
   # arithmetic into every kernel that uses the 1, recomputing it for every

@@ -378,6 +378,63 @@ def pmap_training():
   return dict(replicas=n, divergent=divergent[:10], worst=worst, moved=moved)
 
 
+DIAGNOSTICS_STEPS = 7
+
+
+def diagnostics_configs():
+  """The full configuration with summary diagnostics, on every update and
+  on every 3rd."""
+  full = dict(gamma=0.5528, window=asgm.raised_cosine_window(20),
+              weight_decay=1e-3, numerator="correlation",
+              diagnostics="summary")
+  return {"every_update": asgm.autosgm(LR, **full),
+          "every_3": asgm.autosgm(LR, diagnostics_every=3, **full)}
+
+
+def dynamics_run(txs, params, targets, mesh=None):
+  """Parameters and the recorded summaries (sup, mean, std of alpha, r, e,
+  dw per leaf) after each update, on the host."""
+  init, step = make_all(txs)
+  params = copies(params, txs)
+  states = jax.jit(init)(params)
+  step = jax.jit(step)
+  out = []
+  for i in range(DIAGNOSTICS_STEPS):
+    params, states = step(params, states, targets, phase_of(i))
+    dyn = {n: asgm.learning_dynamics(s)[""] for n, s in states.items()}
+    out.append(jax.device_get((params, dyn)))
+  return out
+
+
+def diagnostics_training(axis_type, reference):
+  """The summary diagnostics under a (2, 4) mesh against one device."""
+  mesh = jax.make_mesh((2, 4), ("data", "model"),
+                       axis_types=(axis_type, axis_type))
+  with jax.set_mesh(mesh):
+    _, params, targets = sharded_problem(mesh)
+    got = dynamics_run(diagnostics_configs(), params, targets)
+  errors = {"params": 0.0, "summaries": 0.0}
+  recorded = []
+  for (p, d), (p_ref, d_ref) in zip(got, reference):
+    errors["params"] = max(errors["params"], tree_err(p, p_ref))
+    recorded.append({n: bool(d[n].recorded) for n in d})
+    for name in d:
+      if not bool(d_ref[name].recorded):
+        continue
+      for field in ("alpha", "r", "e", "dw"):
+        # sup and mean against the leaf's sup (the std of r, ~1e-5 around
+        # r = 1, moves with the rounding of single elements)
+        for stat in ("sup", "mean", "std"):
+          for a, b, scale in zip(
+              jax.tree.leaves(getattr(getattr(d[name], field), stat)),
+              jax.tree.leaves(getattr(getattr(d_ref[name], field), stat)),
+              jax.tree.leaves(getattr(d_ref[name], field).sup)):
+            errors["summaries"] = max(
+                errors["summaries"],
+                abs(float(a) - float(b)) / max(abs(float(scale)), 1e-30))
+  return dict(errors=errors, recorded=recorded)
+
+
 def main_mesh():
   host_params, host_targets = host_problem()
   result = {"device_count": jax.device_count()}
@@ -385,6 +442,10 @@ def main_mesh():
   for axis_type in (AxisType.Explicit, AxisType.Auto):
     result[f"mesh_{axis_type.name.lower()}"] = capture(
         mesh_training, axis_type, history)
+  reference = dynamics_run(diagnostics_configs(), host_params, host_targets)
+  for axis_type in (AxisType.Explicit, AxisType.Auto):
+    result[f"diagnostics_{axis_type.name.lower()}"] = capture(
+        diagnostics_training, axis_type, reference)
   result["init_placement"] = capture(init_placement)
   result["pmap"] = capture(pmap_training)
   return result

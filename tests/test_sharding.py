@@ -146,6 +146,21 @@ def test_sharded_training_matches_single_device(mesh_report, axis_types):
     assert part["moved"][name] > 0.03, (name, part["moved"])
 
 
+@pytest.mark.parametrize("axis_types", ["explicit", "auto"])
+def test_sharded_summary_diagnostics_match_single_device(mesh_report,
+                                                         axis_types):
+  """``diagnostics="summary"`` on every update and on every 3rd update of
+  the full configuration, under the (2, 4) mesh: the records come on the
+  same updates, their statistics equal the single-device run's to float32
+  round-off, and the parameters too (7 jitted steps)."""
+  part = _part(mesh_report, f"diagnostics_{axis_types}")
+  assert part["errors"]["params"] <= TOL, part["errors"]
+  assert part["errors"]["summaries"] <= 1e-5, part["errors"]
+  assert [r["every_update"] for r in part["recorded"]] == [True] * 7
+  assert [r["every_3"] for r in part["recorded"]] == [
+      t % 3 == 0 for t in range(1, 8)]
+
+
 def _placement(mesh_report, kind, count):
   """The worker's placement checks under one mesh flavour, after checking
   the checks (raising WorkerError, which the xfail marks do not absorb)."""
