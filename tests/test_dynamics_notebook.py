@@ -8,6 +8,7 @@ its results as JSON.
 
 import pathlib
 
+import numpy as np
 import pytest
 
 import notebook_support
@@ -49,6 +50,13 @@ print({MARKER!r} + json.dumps({{
     "runs": {{name: _summary(run) for name, run in runs.items()}},
     "blind_stable": blind.stable,
     "lsq": _lsq,
+    "sparse": {{"every": EVERY,
+                "steps": [int(d.step) for d in recorded],
+                "alpha_worst": worst,
+                "loss": sparse["loss"].tolist(),
+                "loss_every_update": runs["cosine"]["loss"].tolist(),
+                "stable": check_stability(sparse["history"],
+                                          rates=rates).stable}},
 }}))
 """
 
@@ -81,6 +89,15 @@ def test_notebook_runs_in_small_size(monkeypatch):
   assert not report["lsq"]["2.0"]["stable"]
   assert report["lsq"]["2.0"]["divergence"] > 0
   assert report["lsq"]["2.0"]["margin"] == 0
+  # every k-th update recorded: the same records at those updates, the
+  # same training
+  sparse = report["sparse"]
+  every = sparse["every"]
+  assert sparse["steps"] == list(range(every, STEPS + 1, every))
+  assert sparse["alpha_worst"] < 1e-5
+  np.testing.assert_allclose(sparse["loss"], sparse["loss_every_update"],
+                             rtol=1e-5)
+  assert sparse["stable"]
   assert len(notebook_support.images(nb)) == 3
 
 
@@ -94,4 +111,5 @@ def test_stored_notebook_was_run_in_full_and_is_small():
   text = notebook_support.text(nb)
   assert "600 steps" in text
   assert "UNSTABLE" in text and "stable, contractive at every step" in text
+  assert "30 of 600 updates recorded (every 20)" in text
   assert len(notebook_support.images(nb)) == 3
