@@ -232,8 +232,10 @@ def scale_by_autosgm(
         args = (updates, state, params) if one is None else (
             _sequence.times((updates, state, params), one))
         return blocks(*args)[0]
-      return _diagnostics.Part(rerun, lambda: previous(state),
-                               state.diagnostics.input_prev)
+      return _diagnostics.Part(
+          rerun, lambda: previous(state),
+          jax.tree.leaves(state.diagnostics.values),
+          state.diagnostics.input_prev)
 
     if sequenced:
       split = lambda tree, i: None if tree is None else _sequence.split(
@@ -257,7 +259,8 @@ def scale_by_autosgm(
       # Without a numerator a leaf has few kernels to keep in cache, and
       # the presets stay one program over the tree, as their Optax twins:
       # XLA rounds a division by a scalar differently in a one-leaf program.
-      out, new_state = run(updates, state, params, None, after)
+      out, new_state = run(updates, state, params, None,
+                           None if after is None else after[0])
     else:
       # Leaf by leaf (see _sequence): every block and the diagnostics see a
       # tree that holds one leaf (the others None), in the parameters'
@@ -266,7 +269,8 @@ def scale_by_autosgm(
       for i in range(len(leaves)):
         g = _sequence.split(updates, treedef, i)
         p = None if params is None else _sequence.split(params, treedef, i)
-        out, new = run(g, _sequence.split(state, treedef, i), p, one, after)
+        out, new = run(g, _sequence.split(state, treedef, i), p, one,
+                       None if after is None else after[i])
         # From the numerator's estimate c: written late in the leaf and to
         # memory anyway (its per-leaf average would make the next leaf wait
         # for a single-threaded reduction).

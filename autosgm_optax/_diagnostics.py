@@ -292,47 +292,51 @@ class Part(NamedTuple):
   """Some leaves of the tree, for :func:`record`: ``rerun(one)`` applies the
   blocks to their inputs (each multiplied by ``one``, an exact 1, or not at
   all for None), ``previous()`` gives the factors of their last ``alpha``,
-  ``input_prev`` is their part of the history (or None)."""
+  ``values`` and ``input_prev`` are their parts of the diagnostics state (a
+  list of the packed summaries; the history, a tree, or None)."""
 
   rerun: Callable[[Any], _base.Signal]
   previous: Callable[[], Parts]
+  values: list
   input_prev: Any
 
 
 def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
-           track_grad: bool, every: Any) -> tuple[DiagnosticsState, Any]:
+           track_grad: bool, every: Any) -> tuple[DiagnosticsState, list]:
   """The summary level's record with ``diagnostics_every``, taken before the
   update.
 
-  Two conditionals. The first records the statistics on the updates whose
-  number is a multiple of ``every`` (and hands back the last record on the
-  others); the second keeps the history ``h(t)`` on the updates before
-  those, which ``e`` of the next one needs (and passes the old one through
-  on the others, which XLA on CPU does without a copy). Their branches
-  recompute what they need from the step's own inputs (the blocks applied
-  again to the old states, the gradient and the parameters; ``alpha(t-1)``
-  from the factors the blocks' old states hold), so that they read only
-  buffers that exist anyway. ``parts`` are taken one after the other (a
-  leaf at a time on one CPU device, as the update itself: XLA then keeps
-  each leaf in cache and its temporaries small).
+  Two conditionals per part (a leaf on one CPU device, else the tree). The
+  first records the part's statistics on the updates whose number is a
+  multiple of ``every`` (and hands back the last record on the others); the
+  second keeps the history ``h(t)`` on the updates before those, which
+  ``e`` of the next one needs (and passes the old one through on the
+  others, which XLA on CPU does without a copy). Their branches recompute
+  what they need from the step's own inputs (the blocks applied again to the
+  old states, the gradient and the parameters; ``alpha(t-1)`` from the
+  factors the blocks' old states hold), so that they read only buffers that
+  exist anyway. A conditional per part also lets XLA give every part's
+  branch the same temporary memory.
 
-  Order is in the data, through exact 1s made from the conditionals'
-  outputs (numbers of updates, never a sum of many scalars: XLA fuses
-  scalar arithmetic into every kernel that reads the result and repeats it
-  for each element, measured 1.6x slower): the second conditional reads the
-  inputs times the first's 1 (it overwrites the history the first reads),
-  and the caller multiplies the step's gradient and parameters by the
-  second's 1, so that every kernel that reads a donated buffer runs after
-  both, and XLA need not copy the buffer.
+  Order is in the data, through exact 1s that are outputs of the
+  conditionals (never a sum of many scalars: XLA fuses scalar arithmetic
+  into every kernel that reads the result and repeats it for each element,
+  measured 1.6x slower): the second conditional reads the part's inputs
+  times the first's 1 (it overwrites the history the first reads), and the
+  caller multiplies the part's states and parameters by the second's, so
+  that every kernel that reads a donated buffer runs after both, and XLA
+  need not copy the buffer.
 
-  Returns the new diagnostics state and the exact 1.
+  Returns the new diagnostics state and the exact 1 of each part.
   """
   count = optax.safe_increment(state.count)
-
-  def take(_):
-    packed, one = [], None
-    for part in parts:
-      again = part.rerun(one)
+  due = count % every == 0
+  due_next = (count + 1) % every == 0
+  packed, hs, ones = [], [], []
+  beta = eta = None
+  for part in parts:
+    def take(_, part=part):
+      again = part.rerun(None)
       leaves, part_def = jax.tree.flatten(again.grad)
       alpha_prevs = previous_alpha(part.previous(), again.grad, state.count)
       h_prevs = _flat(part_def, len(leaves), part.input_prev)
@@ -342,47 +346,37 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
       us = [u.astype(a.dtype) for u, a in zip(us, alphas)]
       columns = {q: [_summary(x) for x in xs]
                  for q, xs in zip(QUANTITIES, (alphas, rs, es, us))}
-      part_packed = jax.tree.leaves(_pack(part_def, columns, counts))
-      packed.extend(part_packed)
-      # The next part after all of this one's statistics: XLA then frees
-      # (and reuses) this part's temporaries before the next one starts.
-      one = _sequence.exact_one(token(part_packed), one)
-    values = {"summary": treedef.unflatten(packed)}
-    beta, _, eta, _ = again.filter if again.filter is not None else (
-        0.0, 0.0, 1.0, 1)
-    return (values, count,
-            jnp.asarray(beta, state.beta.dtype),
-            jnp.asarray(eta, state.eta.dtype), _one(count))
+      filt = again.filter if again.filter is not None else (0.0, 0.0, 1.0, 1)
+      return (jax.tree.leaves(_pack(part_def, columns, counts)),
+              jnp.asarray(filt[0], state.beta.dtype),
+              jnp.asarray(filt[2], state.eta.dtype), _one(count))
 
-  def keep(_):
-    return (state.values, state.recorded, state.beta,
-            state.eta, _one(state.recorded))
+    def keep(_, part=part):
+      return part.values, state.beta, state.eta, _one(state.recorded)
 
-  values, recorded, beta, eta, one = jax.lax.cond(
-      count % every == 0, take, keep, None)
-  new = DiagnosticsState(
-      alpha_prev=state.alpha_prev, input_prev=None, r_undefined=None,
-      beta=beta, eta=eta, values=values, count=count, recorded=recorded)
-  if state.input_prev is None:
-    return new, one
+    part_packed, beta, eta, one = jax.lax.cond(due, take, keep, None)
+    packed.extend(part_packed)
+    if part.input_prev is not None:
+      def stash(_, part=part, one=one):
+        again = part.rerun(one)
+        leaves, part_def = jax.tree.flatten(again.grad)
+        h_prevs = _flat(part_def, len(leaves), part.input_prev)
+        _, _, _, part_hs, _ = _quantities(again, None, h_prevs,
+                                          track_grad=track_grad)
+        return part_hs, _one(count) * one
 
-  def stash(_):
-    hs, token = [], one
-    for part in parts:
-      again = part.rerun(token)
-      leaves, part_def = jax.tree.flatten(again.grad)
-      h_prevs = _flat(part_def, len(leaves), part.input_prev)
-      _, _, _, part_hs, _ = _quantities(again, None, h_prevs,
-                                        track_grad=track_grad)
+      def pass_on(_, part=part, one=one):
+        return jax.tree.leaves(part.input_prev), one
+
+      part_hs, one = jax.lax.cond(due_next, stash, pass_on, None)
       hs.extend(part_hs)
-      token = _sequence.exact_one(part_hs, token)
-    return treedef.unflatten(hs), _one(count) * one
-
-  def pass_on(_):
-    return state.input_prev, one
-
-  h_tree, one = jax.lax.cond((count + 1) % every == 0, stash, pass_on, None)
-  return new._replace(input_prev=h_tree), one
+    ones.append(one)
+  return DiagnosticsState(
+      alpha_prev=state.alpha_prev,
+      input_prev=None if state.input_prev is None else treedef.unflatten(hs),
+      r_undefined=None, beta=beta, eta=eta,
+      values={"summary": treedef.unflatten(packed)}, count=count,
+      recorded=jnp.where(due, count, state.recorded)), ones
 
 
 def token(packed: list) -> Any:
