@@ -121,7 +121,14 @@ def scale_by_autosgm(
       ``recorded=False``. The update equals the one without diagnostics up
       to float32 rounding (XLA fuses the step around the record
       differently). Under ``optax.inject_hyperparams`` it is injected like
-      any number and may change between steps without recompiling.
+      any number and may change between steps without recompiling; it
+      then always takes the conditional path (pass
+      ``static_args=("diagnostics_every",)`` for the every-update path
+      with 1), the first record after a change may lack ``e`` (NaN: the
+      history of the update before was not kept), and ``alpha(t-1)`` is
+      rebuilt with the current values of injected filter and denominator
+      hyperparameters. Blocks of your own need ``last`` (see
+      :class:`autosgm_optax.AutoSGMBlock`); one without is refused here.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`; extra update
@@ -175,6 +182,15 @@ def scale_by_autosgm(
 
   every_update = diagnostics is not None and _diagnostics.every_update(
       diagnostics, diagnostics_every)
+  if diagnostics is not None and not every_update:
+    for name in ("filter", "denominator", "numerator", "window"):
+      if slots[name] is not None and slots[name].last is None:
+        raise ValueError(
+            f"diagnostics_every={diagnostics_every!r} rebuilds alpha(t-1) "
+            f"from each block's state, but the {name} block "
+            f"{slots[name]!r} has no last(state); give it one "
+            "(AutoSGMBlock(..., last=...)) or record every update "
+            "(diagnostics_every=1).")
 
   def blocks(updates, state, params):
     signal = _base.Signal.from_gradient(updates)

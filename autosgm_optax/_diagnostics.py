@@ -94,6 +94,8 @@ class DiagnosticsState(NamedTuple):
   count: chex.Array  # shape=(), int32; updates made so far
   recorded: chex.Array  # shape=(), int32; the update ``values`` describe
   # (0: none yet); the last multiple of ``every``
+  input_at: chex.Array  # shape=(), int32; the update whose h is kept in
+  # input_prev (a record's e is NaN unless it is the update before)
 
 
 def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -108,30 +110,41 @@ def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def check_level(level: Optional[str], every: Any = 1) -> Any:
-  """Checks ``diagnostics=level`` and ``diagnostics_every=every``; returns
-  ``every`` as a Python int, or as the traced array that
-  ``optax.inject_hyperparams`` passes inside a jitted update (then the
-  record runs under a ``lax.cond`` whatever its value: pass
-  ``static_args=("diagnostics_every",)`` to keep it a number)."""
+  """Checks ``diagnostics=level`` and ``diagnostics_every=every``.
+
+  Returns ``every`` as a Python int, or, for an array (what
+  ``optax.inject_hyperparams`` passes: concrete in an eager ``init``, traced
+  in a jitted step), the array as an int32 scalar. An array means the value
+  may change between steps: the summary is then always recorded through
+  :func:`record`'s conditionals, and the state has the same structure
+  however ``init`` is called. (Pass ``static_args=("diagnostics_every",)``
+  to ``optax.inject_hyperparams`` to keep a number, and with 1 the faster
+  every-update path.) A concrete array is checked like a number; a traced
+  one cannot be, and a value below 1 records every update.
+  """
   if level is not None:
     _base.check_choice("diagnostics", level, LEVELS)
-  if isinstance(every, jax.core.Tracer):
-    if not jnp.issubdtype(every.dtype, jnp.integer) or every.shape:
-      raise TypeError(
-          f"diagnostics_every={every!r} must be an int >= 1.")
-    return every if level == "summary" else 1
-  if isinstance(every, (jax.Array, np.ndarray)) and not every.shape and (
-      jnp.issubdtype(every.dtype, jnp.integer)):
-    every = int(every)  # a concrete injected hyperparameter
+  if isinstance(every, (jax.Array, np.ndarray)):
+    if every.shape or not jnp.issubdtype(every.dtype, jnp.integer):
+      raise TypeError(f"diagnostics_every={every!r} must be an int >= 1.")
+    if not isinstance(every, jax.core.Tracer):
+      _check_every(level, int(every))
+    if level != "summary":
+      return 1
+    return jnp.maximum(jnp.asarray(every, jnp.int32), 1)
   if isinstance(every, bool) or not isinstance(every, (int, np.integer)):
     raise TypeError(f"diagnostics_every={every!r} must be an int >= 1.")
+  _check_every(level, int(every))
+  return int(every)
+
+
+def _check_every(level: Optional[str], every: int) -> None:
   if every < 1:
     raise ValueError(f"diagnostics_every={every!r} must be an int >= 1.")
   if every != 1 and level != "summary":
     raise ValueError(
         f"diagnostics_every={every!r} needs diagnostics=\"summary\" (got "
         f"diagnostics={level!r}); the element level records every update.")
-  return int(every)
 
 
 def every_update(level: str, every: Any) -> bool:
@@ -158,7 +171,7 @@ def init(params: Any, level: str, *, track_grad: bool, track_decay: bool,
           lambda p: jnp.zeros([], jnp.int32), params),
       beta=jnp.zeros([], dtype), eta=jnp.zeros([], dtype),
       values=values, count=jnp.zeros([], jnp.int32),
-      recorded=jnp.zeros([], jnp.int32))
+      recorded=jnp.zeros([], jnp.int32), input_at=jnp.zeros([], jnp.int32))
 
 
 class Parts(NamedTuple):
@@ -346,6 +359,12 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
       us = [u.astype(a.dtype) for u, a in zip(us, alphas)]
       columns = {q: [_summary(x) for x in xs]
                  for q, xs in zip(QUANTITIES, (alphas, rs, es, us))}
+      if part.input_prev is not None:
+        # e(t) needs h(t-1); after a change of an injected
+        # diagnostics_every the history may be older: no e then.
+        fresh = state.input_at == state.count
+        columns["e"] = [tuple(jnp.where(fresh, x, jnp.nan) for x in stats)
+                        for stats in columns["e"]]
       filt = again.filter if again.filter is not None else (0.0, 0.0, 1.0, 1)
       return (jax.tree.leaves(_pack(part_def, columns, counts)),
               jnp.asarray(filt[0], state.beta.dtype),
@@ -376,7 +395,8 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
       input_prev=None if state.input_prev is None else treedef.unflatten(hs),
       r_undefined=None, beta=beta, eta=eta,
       values={"summary": treedef.unflatten(packed)}, count=count,
-      recorded=jnp.where(due, count, state.recorded)), ones
+      recorded=jnp.where(due, count, state.recorded),
+      input_at=jnp.where(due_next, count, state.input_at)), ones
 
 
 def token(packed: list) -> Any:
@@ -438,4 +458,4 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
       r_undefined=None if level == "summary" else treedef.unflatten(
           undefined),
       beta=jnp.asarray(beta, dtype), eta=jnp.asarray(eta, dtype),
-      values=values, count=count, recorded=count)
+      values=values, count=count, recorded=count, input_at=count)

@@ -170,7 +170,8 @@ class Dynamics(NamedTuple):
   beta: jax.Array  # the filter's pole
   eta: jax.Array  # the filter's gain
   step: Any = None  # the update t the values describe (1, 2, ...; 0: none)
-  recorded: Any = None  # bool: the last update was recorded (else NaNs)
+  recorded: Any = None  # bool: the last update was recorded (else NaNs;
+  # r_undefined then still counts the last record's)
 
   @property
   def level(self) -> str:
@@ -192,7 +193,7 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
   ratio = jnp.where(mu_prev > 0, mu / jnp.where(mu_prev > 0, mu_prev, 1), 0)
   step = -mu if descent else mu
   values = diag.values
-  recorded = diag.recorded == diag.count
+  recorded = (diag.recorded == diag.count) & (diag.count > 0)
   common = dict(r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta,
                 step=diag.recorded, recorded=recorded)
   if "summary" in values:

@@ -433,7 +433,8 @@ def recorded_steps(history: Sequence[Any], first_step: Optional[int] = None
   Entries with ``recorded`` False (between the records of
   ``diagnostics_every``: NaN values) are dropped. The updates are the
   entries' ``step`` when every kept entry has one and ``first_step`` is
-  None; otherwise ``first_step`` (default 1) plus the position.
+  None (then repeated entries of one update keep the last); otherwise
+  ``first_step`` (default 1) plus the position.
   """
   kept = [d for d in history
           if getattr(d, "recorded", None) is None
@@ -444,7 +445,13 @@ def recorded_steps(history: Sequence[Any], first_step: Optional[int] = None
         "every k-th update is recorded).")
   if first_step is None and all(getattr(d, "step", None) is not None
                                 for d in kept):
-    return kept, np.asarray([int(np.asarray(d.step)) for d in kept])
+    steps = [int(np.asarray(d.step)) for d in kept]
+    # An entry per call of a wrapper that did not update (optax.MultiSteps
+    # between its updates, apply_if_finite on a skipped step) repeats the
+    # last update: keep one entry per update, the last.
+    last = [k for k in range(len(kept))
+            if k + 1 == len(kept) or steps[k + 1] != steps[k]]
+    return [kept[k] for k in last], np.asarray([steps[k] for k in last])
   return kept, (1 if first_step is None else first_step) + np.arange(
       len(kept))
 
@@ -514,9 +521,16 @@ def _rates(rates: Any, steps: np.ndarray
     prev = np.where(steps - 2 < 0, 0.0, prev)  # no update before the first
     return values, prev
   values = np.asarray([float(np.asarray(x)) for x in rates], np.float64)
+  if values.shape != (n,) and values.ndim == 1 and values.size >= steps[-1]:
+    # mu F of every update from the first: take each record's and the one
+    # before it
+    return values[steps - 1], np.where(steps >= 2, values[np.maximum(
+        steps - 2, 0)], 0.0)
   if values.shape != (n,):
-    raise ValueError(f"rates has {values.size} values for {n} recorded steps; "
-                     "give mu F of every step (or a schedule of the count).")
+    raise ValueError(
+        f"rates has {values.size} values for {n} recorded steps (the last "
+        f"is update {int(steps[-1])}); give mu F of each recorded step, of "
+        "every update from the first, or a schedule of the count.")
   # the previous update's rate is known only where it was recorded too
   consecutive = np.concatenate([[False], np.diff(steps) == 1])
   prev = np.where(consecutive, np.concatenate([[np.nan], values[:-1]]),
@@ -610,9 +624,10 @@ def check_stability(
       values).
     divergence_bound: the bound of the growth of ``e``.
     rates: ``mu F`` of each recorded step: a sequence (e.g.
-      ``effective_learning_rate(state)`` read after each recorded update)
-      or a schedule of the count (the update ``t`` used the schedule at
-      count ``t - 1``); None if unknown (then a warm-up cannot be
+      ``effective_learning_rate(state)`` read after each recorded update;
+      for a history with gaps better after every update, so that the rate
+      before each record is known), or a schedule of the count (the update
+      ``t`` used the schedule at count ``t - 1``); None if unknown (then a warm-up cannot be
       told apart from growth).
     first_step: the update ``t`` of ``history[0]``, the others following
       one by one; None (default) reads each entry's ``step`` (1, 2, ...

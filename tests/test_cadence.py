@@ -284,3 +284,100 @@ def test_packed_counts_are_exact_beyond_float32_integers():
   summaries, got = _diagnostics.unpack(values)
   assert [int(x) for x in got] == counts
   assert [float(x) for x in summaries["e"].std] == [3.0] * 4
+
+
+def test_injected_every_gives_one_state_structure_however_init_runs():
+  # optax.inject_hyperparams injects the default diagnostics_every=1 too:
+  # eager init, eval_shape and jit(init) must agree, and an injected value
+  # may move to 1 and back.
+  params, loss = PROBLEMS["quadratic"]()
+  tx = optax.inject_hyperparams(asgm.autosgm)(
+      1e-2, gamma=0.5, weight_decay=1e-2, diagnostics="summary")
+  eager = tx.init(params)
+  assert jax.tree.structure(jax.eval_shape(tx.init, params)) == (
+      jax.tree.structure(eager))
+  state = jax.jit(tx.init)(params)
+  assert jax.tree.structure(state) == jax.tree.structure(eager)
+  for every in (3, 1, 1, 2):
+    state.hyperparams["diagnostics_every"] = jnp.asarray(every, jnp.int32)
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    params = optax.apply_updates(params, updates)
+  (dyn,) = asgm.learning_dynamics(state).values()
+  assert bool(dyn.recorded) and int(dyn.step) == 4  # 4 % 2 == 0
+  assert all(np.isfinite(x) for x in jax.tree.leaves(dyn.e.sup))
+
+
+def test_a_block_without_last_is_refused_with_every():
+  # alpha(t-1) comes from the blocks' last(state); a block without one
+  # would silently give a wrong r.
+  plain = asgm.scale_by_window(lambda count: 0.5 ** count)
+  custom = asgm.AutoSGMBlock(plain.init, plain.apply, kind="window")
+  asgm.scale_by_autosgm(window=custom, diagnostics="summary")  # every 1: ok
+  with pytest.raises(ValueError, match="has no last"):
+    asgm.scale_by_autosgm(window=custom, diagnostics="summary",
+                          diagnostics_every=2)
+
+
+def test_a_stale_history_leaves_e_out_of_the_record():
+  # every 3 until update 3, then every 2: h(3) was not kept (update 4 was
+  # not due under 3), so the record at 4 has no e; alpha and r are exact.
+  params, loss = PROBLEMS["quadratic"]()
+  config = dict(gamma=0.5, weight_decay=1e-2, diagnostics="summary")
+  tx = optax.inject_hyperparams(asgm.autosgm)(1e-2, diagnostics_every=3,
+                                              **config)
+  reference = asgm.autosgm(1e-2, **config)
+  state, ref_state, p = tx.init(params), reference.init(params), params
+  for t in range(1, 5):
+    if t == 4:
+      state.hyperparams["diagnostics_every"] = jnp.asarray(2, jnp.int32)
+    g = jax.grad(loss)(p)
+    updates, state = tx.update(g, state, p)
+    _, ref_state = reference.update(g, ref_state, p)
+    p = optax.apply_updates(p, updates)
+  (dyn,) = asgm.learning_dynamics(state).values()
+  (ref,) = asgm.learning_dynamics(ref_state).values()
+  assert bool(dyn.recorded) and int(dyn.step) == 4
+  assert all(np.isnan(x) for x in jax.tree.leaves(dyn.e))
+  for x, y in zip(jax.tree.leaves(dyn.r), jax.tree.leaves(ref.r)):
+    # (injected hyperparameters are float32 arrays: round-off of 1e-5)
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-9)
+
+
+def test_nothing_is_recorded_before_the_first_update():
+  params = {"w": jnp.ones(3)}
+  state = asgm.autosgm(1e-2, diagnostics="summary").init(params)
+  dyn = asgm.learning_dynamics(state)[""]
+  assert not bool(dyn.recorded) and int(dyn.step) == 0
+
+
+def test_stability_keeps_one_entry_per_update_and_reads_every_rate():
+  # A history appended after every call of a wrapper that does not always
+  # update (optax.MultiSteps) repeats updates: the memory gain must not
+  # restart there. And rates of every update serve a sparse history.
+  schedule = optax.exponential_decay(1e-3, 1, 1.3)  # mu grows 30% a step
+  histories, rates = {}, []
+  for every in (1, 2):
+    tx = optax.MultiSteps(asgm.autosgm(
+        schedule, beta=0.99, diagnostics="summary", diagnostics_every=every),
+        every_k_schedule=2)
+    params = {"w": jnp.zeros(4)}
+    loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
+    state, history = tx.init(params), []
+    for _ in range(24):
+      updates, state = tx.update(jax.grad(loss)(params), state, params)
+      params = optax.apply_updates(params, updates)
+      (dyn,) = asgm.learning_dynamics(state).values()
+      history.append(dyn)
+      if every == 1:
+        rates.append(float(asgm.effective_learning_rate(state)))
+    histories[every] = history
+  repeated = check_stability(histories[1], growth_bound=2.0)
+  once = check_stability(histories[1][1::2], growth_bound=2.0)  # one each
+  assert repeated.steps == once.steps == (1, 12)
+  assert len(repeated.growth) == len(once.growth) > 0
+  per_update = rates[1::2]
+  sparse = check_stability(histories[2], rates=per_update)
+  scheduled = check_stability(histories[2], rates=schedule)
+  assert sparse.steps == (2, 12)
+  assert len(sparse.warmup) == len(scheduled.warmup) > 0
+  assert len(sparse.margin) == len(scheduled.margin)
