@@ -114,9 +114,10 @@ def scale_by_autosgm(
       blocks' states (no per-element ``alpha`` is kept) and the history
       for ``e`` is written on the update before a record only, so ``r``
       and ``e`` of a recorded update are exact. The other updates run the
-      plain step (``benchmarks/step_time.py``: about 1.05-1.1x the step
-      without diagnostics, against about 3x for a record on every update,
-      on a 2-core CPU; a record itself costs several steps). Between
+      plain step (``benchmarks/step_time.py``, 2-core CPU: 1.02-1.25x the
+      step without diagnostics, against about 3x for a record on every
+      update; a record itself costs 3.5-5 steps, so every 35 or more
+      updates the average stays within 1.3x). Between
       records :func:`autosgm_optax.learning_dynamics` reports NaN and
       ``recorded=False``. The update equals the one without diagnostics up
       to float32 rounding (XLA fuses the step around the record
