@@ -221,15 +221,19 @@ def correlation_numerator(
     )
     return signal._replace(numerator=treedef.unflatten(a)), new_state
 
-  def last_fn(state):  # a(t) of the last update, as leaf_step makes it
-    if unity:
-      return None
-    if average:
-      return state.a
-    if estimator == "moment":
-      return jax.tree.map(lambda c: jnp.minimum(c, 1), state.c)
-    return jax.tree.map(lambda c, w2: jnp.minimum(jnp.abs(c), 1 + w2),
-                        state.c, state.w2)
-
   return _base.AutoSGMBlock(init_fn, apply_fn, kind="numerator",
-                            last=last_fn)
+                            last=last_values)
+
+
+def last_values(state: CorrelationNumeratorState) -> Any:
+  """``a(t)`` of the last update, as ``leaf_step`` made it, from the state:
+  the (smoothed) per-leaf averages, else the per-element estimates; None for
+  the unity numerator."""
+  if state.a is not None:
+    return state.a
+  if state.c is None:
+    return None
+  if state.w2 is None:  # the moment estimator
+    return jax.tree.map(lambda c: jnp.minimum(c, 1), state.c)
+  return jax.tree.map(lambda c, w2: jnp.minimum(jnp.abs(c), 1 + w2),
+                      state.c, state.w2)

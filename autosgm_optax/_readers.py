@@ -19,6 +19,7 @@ from autosgm_optax._diagnostics import DiagnosticsState
 from autosgm_optax._diagnostics import Summary
 from autosgm_optax._learning_rate import ScaleByLearningRateState
 from autosgm_optax._numerator import CorrelationNumeratorState
+from autosgm_optax._numerator import last_values
 from autosgm_optax._window import WindowState
 
 
@@ -108,15 +109,6 @@ def effective_learning_rate(state: Any) -> jax.Array:
   return next(iter(rates.values()))
 
 
-def _values(numerator: CorrelationNumeratorState) -> Any:
-  if numerator.a is not None:
-    return numerator.a
-  if numerator.w2 is None:  # the moment estimator
-    return jax.tree.map(lambda c: jnp.minimum(c, 1), numerator.c)
-  return jax.tree.map(lambda c, w2: jnp.minimum(jnp.abs(c), 1 + w2),
-                      numerator.c, numerator.w2)
-
-
 def numerator_values(state: Any) -> dict[str, Any]:
   """The numerator ``a(t)`` of the last update, for every estimated numerator.
 
@@ -143,7 +135,8 @@ def numerator_values(state: Any) -> dict[str, Any]:
   """
   found = _find(_unwrap(state),
                 lambda x: isinstance(x, CorrelationNumeratorState))
-  return {path: _values(n) for path, n in found.items() if n.c is not None}
+  return {path: last_values(n) for path, n in found.items()
+          if n.c is not None}
 
 
 class Dynamics(NamedTuple):

@@ -203,20 +203,28 @@ def test_injected_every_changes_without_recompiling():
                       for t in range(1, 10)]
 
 
+def _quadratic_history(tx, calls):
+  """``learning_dynamics`` and ``mu F`` after each of ``calls`` updates of
+  ``tx`` on a 4-parameter quadratic."""
+  params = {"w": jnp.zeros(4)}
+  loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
+  state, history, rates = tx.init(params), [], []
+  for _ in range(calls):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    params = optax.apply_updates(params, updates)
+    (dyn,) = asgm.learning_dynamics(state).values()
+    history.append(dyn)
+    rates.append(float(asgm.effective_learning_rate(state)))
+  return history, rates
+
+
 def test_stability_and_plot_read_a_history_with_gaps():
   schedule = optax.warmup_cosine_decay_schedule(0.0, 0.05, 10, 40)
   histories = {}
   for every in (1, 4):
-    tx = asgm.autosgm(schedule, diagnostics="summary",
-                      diagnostics_every=every)
-    params = {"w": jnp.zeros(4)}
-    loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
-    state, history = tx.init(params), []
-    for _ in range(40):
-      updates, state = tx.update(jax.grad(loss)(params), state, params)
-      params = optax.apply_updates(params, updates)
-      history.append(asgm.learning_dynamics(state)[""])
-    histories[every] = history
+    histories[every], _ = _quadratic_history(
+        asgm.autosgm(schedule, diagnostics="summary",
+                     diagnostics_every=every), 40)
   full = check_stability(histories[1], rates=schedule)
   sparse = check_stability(histories[4], rates=schedule)
   assert full.steps == (1, 40) and sparse.steps == (4, 40)
@@ -355,27 +363,16 @@ def test_stability_keeps_one_entry_per_update_and_reads_every_rate():
   # update (optax.MultiSteps) repeats updates: the memory gain must not
   # restart there. And rates of every update serve a sparse history.
   schedule = optax.exponential_decay(1e-3, 1, 1.3)  # mu grows 30% a step
-  histories, rates = {}, []
+  histories, rates = {}, {}
   for every in (1, 2):
-    tx = optax.MultiSteps(asgm.autosgm(
-        schedule, beta=0.99, diagnostics="summary", diagnostics_every=every),
-        every_k_schedule=2)
-    params = {"w": jnp.zeros(4)}
-    loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
-    state, history = tx.init(params), []
-    for _ in range(24):
-      updates, state = tx.update(jax.grad(loss)(params), state, params)
-      params = optax.apply_updates(params, updates)
-      (dyn,) = asgm.learning_dynamics(state).values()
-      history.append(dyn)
-      if every == 1:
-        rates.append(float(asgm.effective_learning_rate(state)))
-    histories[every] = history
+    histories[every], rates[every] = _quadratic_history(optax.MultiSteps(
+        asgm.autosgm(schedule, beta=0.99, diagnostics="summary",
+                     diagnostics_every=every), every_k_schedule=2), 24)
   repeated = check_stability(histories[1], growth_bound=2.0)
   once = check_stability(histories[1][1::2], growth_bound=2.0)  # one each
   assert repeated.steps == once.steps == (1, 12)
   assert len(repeated.growth) == len(once.growth) > 0
-  per_update = rates[1::2]
+  per_update = rates[1][1::2]
   sparse = check_stability(histories[2], rates=per_update)
   scheduled = check_stability(histories[2], rates=schedule)
   assert sparse.steps == (2, 12)
