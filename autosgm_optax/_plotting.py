@@ -20,8 +20,9 @@ Windows = Union[Mapping[str, optax.Schedule],
                 Sequence[tuple[str, optax.Schedule]]]
 
 _INSTALL_HINT = (
-    "plot_windows needs matplotlib, an optional dependency: install it with "
-    '`pip install "autosgm-optax[plot]"` (or `pip install matplotlib`).')
+    "plot_windows needs matplotlib, an optional dependency: "
+    "`pip install matplotlib` (or the `plot` extra, "
+    '`pip install ".[plot]"` from a checkout).')
 
 
 def _import_matplotlib(function: str = "plot_windows"):
@@ -66,7 +67,8 @@ def plot_windows(
   the order given, with the axes labelled ``step`` and ``F(step)``, the
   y-range ``[-0.02, 1.05]`` and a legend.
 
-  matplotlib is an optional dependency: ``pip install "autosgm-optax[plot]"``.
+  matplotlib is an optional dependency: ``pip install matplotlib`` (or the
+  ``plot`` extra, ``pip install ".[plot]"`` from a checkout).
 
   Args:
     windows: a mapping ``label -> schedule`` or a sequence of
@@ -198,7 +200,8 @@ def plot_dynamics(
   ``alpha``, ``r`` and the margin, and the root mean square of ``dw``
   (``sqrt(mean^2 + std^2)``: the norm over the square root of the size).
 
-  matplotlib is an optional dependency: ``pip install "autosgm-optax[plot]"``.
+  matplotlib is an optional dependency: ``pip install matplotlib`` (or the
+  ``plot`` extra, ``pip install ".[plot]"`` from a checkout).
 
   Args:
     history: a sequence of ``Dynamics`` of one level, one per update.

@@ -74,7 +74,8 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the install
   raise ImportError(
       "autosgm_optax.demo needs flax, scikit-learn and tqdm: "
-      "pip install 'autosgm-optax[demo]'") from error
+      "`pip install flax scikit-learn tqdm` (or the `demo` extra, "
+      '`pip install ".[demo]"` from a checkout)') from error
 
 from autosgm_optax import autosgm
 from autosgm_optax import raised_cosine_window

@@ -1,6 +1,8 @@
 """The demo (python -m autosgm_optax.demo) trains both optimizers for real."""
 
 import math
+import re
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -60,3 +62,25 @@ def test_autosgm_configuration_is_not_adam():
     g = {"w": jnp.array([1.0, 2.0, -3.0])}
     updates[name], _ = t.update(g, state, params)
   assert not np.allclose(updates["AutoSGM"]["w"], updates["AdamW"]["w"])
+
+
+def test_readme_quotes_the_table_in_the_demos_format():
+  """README.md's Demo section shows the table exactly as format_table prints it."""
+  readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(
+      encoding="utf-8")
+  section = readme.split("\n## Demo\n", 1)[1]
+  quoted = re.search(r"^```\n(.*?)^```$", section, re.S | re.M).group(1)
+  header, rule, *rows = quoted.splitlines()
+  assert [line.split()[0] for line in rows] == list(NAMES)
+  results = {}
+  for line in rows:
+    name, train, test, accuracy, wall, ms, bias = line.split()
+    results[name] = {
+        "train_loss": float(train), "test_loss": float(test),
+        "test_accuracy": float(accuracy.rstrip("%")) / 100,
+        "wall_time_s": float(wall.rstrip("s")), "ms_per_step": float(ms),
+        "max_abs_bias": float(bias)}
+  assert demo.format_table(results).splitlines() == [header, rule, *rows]
+  # Timings differ from machine to machine: the README says so.
+  intro = " ".join(section.split("```", 1)[0].split())
+  assert "vary by machine" in intro and "the demo prints its own" in intro

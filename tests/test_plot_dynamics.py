@@ -159,4 +159,4 @@ def test_import_error_names_the_extra(monkeypatch):
   monkeypatch.setitem(sys.modules, "matplotlib", None)
   with pytest.raises(ImportError, match="plot_dynamics needs matplotlib") as e:
     plot_dynamics(_history("summary"))
-  assert 'pip install "autosgm-optax[plot]"' in str(e.value)
+  assert '`pip install matplotlib`' in str(e.value)

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from autosgm_optax import window_schedule  # pylint: disable=g-import-not-at-top
 from autosgm_optax._plotting import plot_windows  # pylint: disable=g-import-not-at-top
 
-INSTALL_HINT = 'pip install "autosgm-optax[plot]"'
+INSTALL_HINT = "`pip install matplotlib`"
 
 
 @pytest.fixture(autouse=True)
