@@ -59,7 +59,7 @@ variant (``mix_cfg``) and the debug history (``dbg``) have no counterpart
 here.
 
 The translation reproduces the original's arithmetic wherever the original
-has no defect. Deliberate differences (SPEC sections 2-6, 10):
+has no defect. Deliberate differences (docs/algorithm.md, section 10):
 
 - **Exact debias and first-step gain.** The filter is debiased by its exact
   unit-step response ``s(t)``; the original uses gain ``1 - beta`` (not

@@ -1,7 +1,7 @@
 r"""Stability of the learning dynamics: conditions and a check of a history.
 
-Every AutoSGM update is the first-order linear time-varying filter (SPEC
-section 7, :mod:`autosgm_optax._diagnostics`)
+Every AutoSGM update is the first-order linear time-varying filter
+(docs/algorithm.md, section 7, :mod:`autosgm_optax._diagnostics`)
 
 .. math::
   \Delta w(t+1) = \beta\, r(t)\, \Delta w(t) + \eta\, \alpha(t)\, e(t),
@@ -69,7 +69,7 @@ def _all(*oks: Optional[bool]) -> Optional[bool]:
 
 
 class StabilityConditions(NamedTuple):
-  """The stability conditions of SPEC section 7 for one configuration.
+  """Stability conditions of one configuration (docs/algorithm.md, section 9).
 
   Each condition is ``True``, ``False`` or ``None`` (cannot be told: a
   schedule was given without a ``horizon``). ``str(conditions)`` and
@@ -224,7 +224,8 @@ def stability_conditions(
   if not beta_ok:
     notes.append("beta >= 1: the filter's pole is on or outside the unit "
                  "circle, and dw need not stay bounded." if beta >= 1 else
-                 "beta < 0 is not a valid design (SPEC section 2).")
+                 "beta < 0 is not a valid design (docs/algorithm.md, "
+                 "section 2).")
   if learning_rate is None:
     notes.append("learning_rate not given: taken as a constant.")
   scheduled = (callable(window) or callable(learning_rate)
@@ -302,7 +303,7 @@ def stability_conditions(
 class Finding(NamedTuple):
   """One step of one leaf where a quantity crossed its bound."""
 
-  step: int  # the update t (SPEC's numbering: history[0] is ``first_step``)
+  step: int  # the update t = 1, 2, ... (history[0] is ``first_step``)
   leaf: str  # the leaf's path, as ``jax.tree_util.keystr`` writes it
   value: float  # the value that crossed the bound (see the report's list)
 

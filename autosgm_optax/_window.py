@@ -30,7 +30,8 @@ SHAPES = {
     "late_sigmoid": ("rate", 4),
 }
 
-#: Inflection points of the base-2 logistic shapes (SPEC section 5).
+#: Inflection points of the base-2 logistic shapes (docs/algorithm.md,
+#: section 5).
 _SIGMOID_CENTRE = {"sigmoid": 0.5, "late_sigmoid": 0.875}
 
 #: The golden-ratio step of the Kronecker low-discrepancy sequence.

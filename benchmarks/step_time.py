@@ -1,6 +1,6 @@
 """Step-time benchmark of autosgm_optax against its Optax twins and a floor.
 
-Targets (SPEC.md, section 11, "Step-time targets"):
+Targets:
 
 - presets (``presets.sgd/nag/adam/adamw`` and ``autosgm(lr)``, the Adam
   point): XLA cost-analysis bytes accessed <= 1.0x their Optax twins (the
@@ -14,7 +14,7 @@ Targets (SPEC.md, section 11, "Step-time targets"):
   buffers, writes the new state buffers and the new parameters) with
   trivial arithmetic; for the averaged variant it also has a per-leaf
   reduction whose result scales the final update;
-- learning dynamics (issue 10, not in SPEC.md): the full configuration
+- learning dynamics: the full configuration
   with ``diagnostics="summary"`` <= 1.3x the same configuration without
   diagnostics, timed in the same interleaved run. Recorded on every update
   the summary level keeps ``alpha(t-1)`` and ``h(t-1) = gamma g(t-1) +
@@ -450,7 +450,7 @@ def run_size(total: int, args) -> None:
   print("; ".join(listed + ([f"all others ({len(others)}) 0"] if others
                             else [])))
   print(f"load average after the run: {_load()}")
-  print("targets (SPEC.md section 11; bytes gate: at most "
+  print("targets (see the module docstring; bytes gate: at most "
         f"{scalar_slack} B of scalars above the twin):")
   print("\n".join(verdicts))
   for e in entries.values():

@@ -1,4 +1,5 @@
-"""Gallery of windows F(step) (SPEC.md, section 5): the README's docs/windows.png.
+"""Gallery of windows F(step) (docs/algorithm.md, section 5): the README's
+docs/windows.png.
 
 Each panel is drawn by ``autosgm_optax._plotting.plot_windows`` from
 ``window_schedule`` (frame length 100 steps unless stated):

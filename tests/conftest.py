@@ -71,7 +71,8 @@ def run(tx, params, loss, steps):
 
 
 def relative_error(a, b):
-  """SPEC section 8: per leaf max|a - b| / max(max|b|, 1e-30), worst leaf."""
+  """docs/algorithm.md, section 8: per leaf max|a - b| / max(max|b|, 1e-30),
+  worst leaf."""
   worst = 0.0
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)

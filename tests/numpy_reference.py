@@ -1,13 +1,14 @@
-"""An independent float64 NumPy re-derivation of AutoSGM (SPEC sections 1-6).
+"""An independent float64 NumPy re-derivation of AutoSGM (docs/algorithm.md,
+sections 1-6).
 
-Written from the formulas of the specification, not from the library's code:
+Written from the formulas of docs/algorithm.md, not from the library's code:
 it imports neither ``autosgm_optax`` nor ``jax``. Every quantity is a float64
 NumPy array or a Python float, and the loop is a plain Python loop over the
 updates. Every formula is element-wise except the numerator's per-leaf
 average, so the leaves are concatenated into one vector (one NumPy operation
 per formula, for speed) and the averages are taken over per-leaf groups.
 
-Conventions (SPEC):
+Conventions (docs/algorithm.md; the sections below are its sections):
 
 - ``t = 1, 2, ...`` counts updates; schedules (learning rate, window,
   weight-decay rate) are evaluated at ``k = t - 1``, the number of updates
@@ -39,7 +40,8 @@ import numpy as np
 Number = Union[float, int]
 ScalarOrSchedule = Union[Number, Callable[[int], Number]]
 
-#: The zero-parameter escape constant when ``eps`` is 0 (SPEC section 4).
+#: The zero-parameter escape constant when ``eps`` is 0 (docs/algorithm.md,
+#: section 4).
 ESCAPE_FALLBACK = 1e-10
 
 NUMERATORS = ("unity", "moment", "correlation", "robust_correlation")
@@ -53,7 +55,7 @@ def _value(x: Optional[ScalarOrSchedule], k: int, default: float) -> float:
 
 
 # ---------------------------------------------------------------------------
-# the window (SPEC section 5)
+# the window (docs/algorithm.md, section 5)
 
 
 def raised_cosine_np(
@@ -65,7 +67,7 @@ def raised_cosine_np(
     flat_top: float = 0.0,
     restarts: bool = False,
 ) -> Callable[[int], float]:
-  """The raised-cosine window ``F(count)`` of SPEC section 5.
+  """The raised-cosine window ``F(count)`` of docs/algorithm.md, section 5.
 
   ``f = count / tau`` (``count`` = updates made before this one, i.e.
   ``t - 1``), taken modulo the frame with restarts and held at 1 (the floor)
@@ -195,7 +197,8 @@ def reference_run(
     decay: ``"decoupled"`` or ``"coupled"``.
     decay_factor: ``c_rho`` of decoupled decay.
     numerator_sees_decay: a deliberately WRONG variant (the original code's,
-      SPEC section 4) that feeds the decayed direction to the numerator; only
+      docs/algorithm.md, section 4) that feeds the decayed direction to the
+      numerator; only
       for tests showing the comparison can tell the two apart.
     history: also return the list of parameters after every update.
 
@@ -291,7 +294,8 @@ def reference_run(
 
 
 def relative_error(a: dict, b: dict) -> float:
-  """SPEC section 8: per leaf ``max|a - b| / max(max|b|, 1e-30)``, worst leaf
+  """docs/algorithm.md, section 8: per leaf ``max|a - b| / max(max|b|,
+  1e-30)``, worst leaf
   (``b`` is the reference)."""
   worst = 0.0
   for name, ref in b.items():

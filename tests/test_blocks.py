@@ -52,7 +52,8 @@ def test_filter_debias_divisor_closed_form():
   eta = (1 - beta) / (1 - gamma)
   for t in (1, 2, 3, 10):
     s = eta * ((1 - beta**t) - gamma * (1 - beta**(t - 1))) / (1 - beta)
-    # unit DC gain: s(t) = 1 - (1 - eta) beta^(t-1) (SPEC section 2)
+    # unit DC gain: s(t) = 1 - (1 - eta) beta^(t-1) (docs/algorithm.md,
+    # section 2)
     assert np.isclose(s, 1 - (1 - eta) * beta**(t - 1))
     got = asgm._filter.debias_divisor(jnp.int32(t), beta, gamma, eta)
     np.testing.assert_allclose(float(got), s, rtol=1e-6)

@@ -2,14 +2,16 @@
 
 Three kinds of test:
 
-- every documented code maps to the configuration SPEC section 11 says (the
+- every documented code maps to the configuration docs/algorithm.md,
+  section 10 says (the
   keyword dict, and the numbers of updates against ``autosgm`` built by hand);
   bad codes, values, types and tuple lengths are refused by name;
 - the original README's example translates and trains;
 - float64 runs of translated configurations match a NumPy re-derivation of
   the ORIGINAL code's arithmetic (``original_run`` below), written from
-  SPEC's description of that code and fed the tuples themselves, with the
-  original's defects (SPEC section 10) replaced by SPEC's mathematics: the
+  the description of that code in docs/algorithm.md, section 10, and fed
+  the tuples themselves, with the original's defects (listed there)
+  replaced by the library's mathematics: the
   exact debias and first-step gain, eps outside the square root, the
   denominator always debiased, the numerator fed ``vbar`` without the
   decoupled-decay term, zero parameters escaping on the fly, epoch windows
@@ -248,7 +250,7 @@ BETA, GAMMA = 0.9, 0.5528
 C_RHO = (1 - BETA) / (1 - GAMMA)
 NAG_ZERO = BETA / (1 + BETA)
 
-# (tuples, the autosgm call written by hand from SPEC section 11)
+# (tuples, the autosgm call written by hand from docs/algorithm.md, section 10)
 UPDATE_CASES = {
     "readme": (
         dict(lr_cfg=README_LR, beta_cfg=README_BETA, rc_cfg=readme_rc(1, 50),
@@ -403,7 +405,8 @@ def test_refused_by_name(kwargs, error, match):
 
 
 def test_readme_example_trains():
-  steps = 1000  # the moment numerator's warm-up is slow (SPEC section 4)
+  steps = 1000  # the moment numerator's warm-up is slow (docs/algorithm.md,
+  # section 4)
   tx = from_torch_config(README_LR, README_BETA, readme_rc(2, steps // 2),
                          README_WD, README_EPS)
   params, loss = mlp_problem()
@@ -428,7 +431,7 @@ def test_readme_example_trains():
 
 
 STEPS = 300
-TOL = 1e-6  # SPEC section 8
+TOL = 1e-6  # docs/algorithm.md, section 8
 HUBER_K = 4  # the original's Markov clip multiple (its state['cf'])
 SMOOTHING = 0.1  # the original's pole for the per-leaf average
 KRONECKER = 0.5 * (math.sqrt(5) - 1)  # the original's seq_kron step
@@ -467,7 +470,8 @@ def _grad_np(params, k):
 
 
 def _phi(rcm, n, f):
-  """The original's shapes at f in [0, 1] (SPEC section 5), with the late
+  """The original's shapes at f in [0, 1] (docs/algorithm.md, section 5),
+  with the late
   sigmoid normalised by its own bounds (the original uses the centred
   one's: a defect)."""
   if rcm == 1:
@@ -531,7 +535,8 @@ def original_run(params0, grad_fn, steps, lr_cfg, beta_cfg, rc_cfg, wd_cfg,
                  eps_cfg, *, eps_inside=False, defects=()):
   """The original AutoSGM's element-wise update, tuples in, in float64.
 
-  Defects replaced by SPEC's mathematics unless named in ``defects``
+  Defects replaced by the mathematics of docs/algorithm.md unless named in
+  ``defects``
   ("debias": the original's 1 - beta^t debias and first-step gain;
   "decay_in_numerator": the numerator fed the decayed direction), so the
   test can show it would notice them. ``eps_inside`` averages

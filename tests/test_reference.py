@@ -1,7 +1,8 @@
-"""``autosgm`` against an independent float64 NumPy re-derivation of SPEC.
+"""``autosgm`` against an independent float64 NumPy re-derivation of
+docs/algorithm.md.
 
-SPEC section 8: every configuration that is not an exact Optax point must
-agree with a float64 NumPy re-derivation of the specification (here
+docs/algorithm.md, section 8: every configuration that is not an exact Optax
+point must agree with a float64 NumPy re-derivation of that page (here
 ``numpy_reference.py``), run in float64, to ``<= 1e-6`` over 300 steps,
 measured per leaf as ``max|a - b| / max(max|b|, 1e-30)`` on the final
 parameters, worst leaf. Both runs compute their gradients from their own
@@ -53,7 +54,7 @@ def _load_reference():
 ref = _load_reference()
 
 STEPS = 300
-TOL = 1e-6  # SPEC section 8
+TOL = 1e-6  # docs/algorithm.md, section 8
 BETA, GAMMA = 0.9, 0.5528
 GROUP_SIZE = 8  # configurations compiled together
 
@@ -474,7 +475,8 @@ def test_raised_cosine_schedule_matches_numpy_window(enable_x64, length):
 
 
 def test_comparison_detects_numerator_seeing_decay(enable_x64):
-  """SPEC section 4: feeding the decayed direction to the numerator (the
+  """docs/algorithm.md, section 4: feeding the decayed direction to the
+  numerator (the
   original code's variant) is a different algorithm; the measure sees it."""
   config = CONFIGS["decoupled-correlation"]
   got = RUNS["decoupled-correlation"]
@@ -496,7 +498,8 @@ def test_comparison_detects_a_different_zero(enable_x64):
 
 
 def test_zero_initialised_bias_trains_under_correlation_numerator(enable_x64):
-  """SPEC section 4: with w = 0 the correlation estimators would give a = 0
+  """docs/algorithm.md, section 4: with w = 0 the correlation estimators
+  would give a = 0
   for ever; the escape w + eps lets a zero bias train."""
   assert not np.any(PARAMS0["b1"])
   final = RUNS["correlation-avg-smooth"]  # default numerator options

@@ -1,4 +1,5 @@
-"""Stability of the learning dynamics (SPEC section 7): the conditions of a
+"""Stability of the learning dynamics (docs/algorithm.md, section 9): the
+conditions of a
 configuration, and the check of a recorded history (constructed histories
 with known findings, a diverging run, and a stable run with a warm-up)."""
 

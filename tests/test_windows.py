@@ -1,4 +1,5 @@
-"""The window family of SPEC section 5: shapes, options and their order."""
+"""The window family of docs/algorithm.md, section 5: shapes, options and
+their order."""
 
 import itertools
 
@@ -22,7 +23,8 @@ def values(schedule, n, jit=True):
 
 
 def phi(shape, f):
-  """The shapes written again from SPEC section 5 (defaults of the library)."""
+  """The shapes written again from docs/algorithm.md, section 5 (defaults of
+  the library)."""
   if shape == "flat":
     return np.ones_like(f)
   if shape == "raised_cosine":
