@@ -16,9 +16,10 @@ with the input
 where :math:`\hat g` is the gradient after coupled decay (so coupled decay
 adds :math:`\rho(\gamma w(t-1) - w(t))`) and
 :math:`z(t) = c_\rho \rho(t)\, d(t)\, s(t)\, w(t)` is the decoupled-decay
-term in the units of the filter's output (SPEC's
-:math:`\rho' \tilde w` with :math:`\tilde w = d s w`, :math:`\rho' = c_\rho
-\rho / \eta`, re-derived for this realisation: the derivation only uses
+term in the units of the filter's output (docs/algorithm.md, section 7: for
+a constant rate :math:`z / \eta = \rho' \tilde w` with
+:math:`\tilde w = d s w`, :math:`\rho' = c_\rho \rho / \eta`, derived for this
+realisation: the derivation only uses
 :math:`v(t) = \beta v(t-1) + \eta(\hat g(t) - \gamma \hat g(t-1))`, which
 every realisation of the filter satisfies, the Nesterov form included).
 Where :math:`\alpha(t-1) = 0` (no update yet, or a window at 0),
@@ -70,14 +71,12 @@ class DiagnosticsState(NamedTuple):
   ``alpha`` is ``F a / (d s)``, ``r`` its ratio to the previous step's,
   ``update`` the core's output ``u`` (the parameter change is ``-mu u``),
   ``e`` the LTV input. ``values`` holds, at the summary level,
-  ``{"summary": tree}``: per leaf one array of shape ``(5, 3)``, the
-  quantities of :data:`QUANTITIES` by (sup, mean, std) and a last row with
-  the number of elements where ``alpha(t-1) = 0`` (as ``hi * 4096 + lo`` in
-  its first two columns: exact in float32). One buffer per leaf rather than
-  thirteen scalars: a jitted step handles every buffer of its state on each
-  call (measured: 20 scalar buffers add about 0.1 ms to a step on this
-  CPU). :func:`unpack` reads it. At the element level ``values`` holds the
-  per-element tree of each quantity.
+  ``{"summary": tree}``: per leaf one array of shape ``(4, 3)``, the
+  quantities of :data:`QUANTITIES` by (sup, mean, std). One buffer per leaf
+  rather than twelve scalars: a jitted step handles every buffer of its
+  state on each call (measured: 20 scalar buffers add about 0.1 ms to a
+  step on this CPU). :func:`unpack` reads it. At the element level
+  ``values`` holds the per-element tree of each quantity.
   """
 
   alpha_prev: Optional[optax.Updates]  # per element F a / (d s) of the last
@@ -86,8 +85,8 @@ class DiagnosticsState(NamedTuple):
   input_prev: Optional[optax.Updates]  # gamma g + (beta / eta) z of the last
   # update: the part of e(t) that comes from step t-1 (None when the filter's
   # zero is a plain 0 and there is no decoupled decay)
-  r_undefined: Any  # per leaf: number of elements where alpha(t-1) = 0
-  # (element level; the summary level keeps it in ``values``)
+  r_undefined: Any  # per leaf: int32, the number of elements where
+  # alpha(t-1) is not > 0 (0, negative or NaN), where r is reported as 0
   beta: chex.Array  # shape=(); the filter's pole
   eta: chex.Array  # shape=(); the filter's gain
   values: dict  # quantity name -> Summary or per-element tree
@@ -159,7 +158,7 @@ def init(params: Any, level: str, *, track_grad: bool, track_decay: bool,
   zeros = lambda: _base.zeros_like_tree(params, None)
   if level == "summary":
     values = {"summary": jax.tree.map(
-        lambda p: jnp.zeros((len(QUANTITIES) + 1, 3),
+        lambda p: jnp.zeros((len(QUANTITIES), 3),
                             _base.state_dtype(p.dtype, None)), params)}
   else:
     values = {q: zeros() for q in QUANTITIES}
@@ -167,8 +166,7 @@ def init(params: Any, level: str, *, track_grad: bool, track_decay: bool,
   return DiagnosticsState(
       alpha_prev=zeros() if every_update(level, every) else None,
       input_prev=zeros() if (track_grad or track_decay) else None,
-      r_undefined=None if level == "summary" else jax.tree.map(
-          lambda p: jnp.zeros([], jnp.int32), params),
+      r_undefined=jax.tree.map(lambda p: jnp.zeros([], jnp.int32), params),
       beta=jnp.zeros([], dtype), eta=jnp.zeros([], dtype),
       values=values, count=jnp.zeros([], jnp.int32),
       recorded=jnp.zeros([], jnp.int32), input_at=jnp.zeros([], jnp.int32))
@@ -237,16 +235,9 @@ def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
       # with the numerator's bound 1 + EMA(w^2), and a broadcast shared by
       # two kernels is written to memory.)
       r = jnp.where(defined, alpha / jnp.where(defined, alpha_prev, 2), 0)
-      if alpha_prev.size < 2**24:  # counted exactly in float32, in one pass
-        # alpha >= 0, so sign() is 1 where defined and 0 where not (a sum
-        # of signs fuses into XLA's reduction kernel, a comparison does
-        # not). A non-finite alpha(t-1) leaves nothing defined.
-        defined_count = jnp.sum(jnp.sign(alpha_prev))
-        undefined = jnp.where(jnp.isfinite(defined_count),
-                              alpha_prev.size - defined_count,
-                              alpha_prev.size).astype(jnp.int32)
-      else:
-        undefined = jnp.sum(jnp.where(defined, 0, 1), dtype=jnp.int32)
+      # Counted exactly, in int32: each element where alpha(t-1) is not > 0
+      # (0, a negative window, NaN) once.
+      undefined = jnp.sum(jnp.where(defined, 0, 1), dtype=jnp.int32)
     g = g.astype(dt)
     e, h = -g, None
     if h_prev is not None:
@@ -273,45 +264,35 @@ def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
   return tuple(list(x) for x in zip(*[leaf(*col) for col in columns]))
 
 
-_SPLIT = 4096  # counts are packed as hi * _SPLIT + lo, both exact floats
-
-
-def _pack(treedef: Any, columns: dict, undefined: list) -> dict:
-  """``{"summary": tree}`` from ``columns[q]`` (per leaf (sup, mean, std))
-  and the per-leaf counts of undefined ``r``."""
-  leaves = []
-  for i, count in enumerate(undefined):
-    stats = jnp.stack([jnp.stack(columns[q][i]) for q in QUANTITIES])
-    last = jnp.stack([count // _SPLIT, count % _SPLIT, jnp.zeros_like(count)])
-    leaves.append(jnp.concatenate([stats, last[None].astype(stats.dtype)]))
+def _pack(treedef: Any, columns: dict) -> dict:
+  """``{"summary": tree}`` from ``columns[q]`` (per leaf (sup, mean, std))."""
+  n = treedef.num_leaves
+  leaves = [jnp.stack([jnp.stack(columns[q][i]) for q in QUANTITIES])
+            for i in range(n)]
   return {"summary": treedef.unflatten(leaves)}
 
 
-def unpack(values: dict) -> tuple[dict, Any]:
-  """The summary level's ``values``: a :class:`Summary` per quantity, and
-  the per-leaf counts of undefined ``r`` (int32)."""
+def unpack(values: dict) -> dict:
+  """The summary level's ``values``: a :class:`Summary` per quantity."""
   tree = values["summary"]
-  summaries = {q: Summary(*(jax.tree.map(lambda v, i=i, j=j: v[i, j], tree)
-                            for j in range(3)))
-               for i, q in enumerate(QUANTITIES)}
-  last = len(QUANTITIES)
-  counts = jax.tree.map(
-      lambda v: (jnp.real(v[last, 0]).astype(jnp.int32) * _SPLIT
-                 + jnp.real(v[last, 1]).astype(jnp.int32)), tree)
-  return summaries, counts
+  return {q: Summary(*(jax.tree.map(lambda v, i=i, j=j: v[i, j], tree)
+                       for j in range(3)))
+          for i, q in enumerate(QUANTITIES)}
 
 
 class Part(NamedTuple):
   """Some leaves of the tree, for :func:`record`: ``rerun(one)`` applies the
   blocks to their inputs (each multiplied by ``one``, an exact 1, or not at
   all for None), ``previous()`` gives the factors of their last ``alpha``,
-  ``values`` and ``input_prev`` are their parts of the diagnostics state (a
-  list of the packed summaries; the history, a tree, or None)."""
+  ``values``, ``input_prev`` and ``r_undefined`` are their parts of the
+  diagnostics state (a list of the packed summaries; the history, a tree,
+  or None; a list of the per-leaf int32 counts)."""
 
   rerun: Callable[[Any], _base.Signal]
   previous: Callable[[], Parts]
   values: list
   input_prev: Any
+  r_undefined: list
 
 
 def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
@@ -345,7 +326,7 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
   count = optax.safe_increment(state.count)
   due = count % every == 0
   due_next = (count + 1) % every == 0
-  packed, hs, ones = [], [], []
+  packed, counted, hs, ones = [], [], [], []
   beta = eta = None
   for part in parts:
     def take(_, part=part):
@@ -366,15 +347,18 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
         columns["e"] = [tuple(jnp.where(fresh, x, jnp.nan) for x in stats)
                         for stats in columns["e"]]
       filt = again.filter if again.filter is not None else (0.0, 0.0, 1.0, 1)
-      return (jax.tree.leaves(_pack(part_def, columns, counts)),
+      return (jax.tree.leaves(_pack(part_def, columns)), counts,
               jnp.asarray(filt[0], state.beta.dtype),
               jnp.asarray(filt[2], state.eta.dtype), _one(count))
 
     def keep(_, part=part):
-      return part.values, state.beta, state.eta, _one(state.recorded)
+      return (part.values, part.r_undefined, state.beta, state.eta,
+              _one(state.recorded))
 
-    part_packed, beta, eta, one = jax.lax.cond(due, take, keep, None)
+    part_packed, part_counts, beta, eta, one = jax.lax.cond(
+        due, take, keep, None)
     packed.extend(part_packed)
+    counted.extend(part_counts)
     if part.input_prev is not None:
       def stash(_, part=part, one=one):
         again = part.rerun(one)
@@ -393,7 +377,7 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
   return DiagnosticsState(
       alpha_prev=state.alpha_prev,
       input_prev=None if state.input_prev is None else treedef.unflatten(hs),
-      r_undefined=None, beta=beta, eta=eta,
+      r_undefined=treedef.unflatten(counted), beta=beta, eta=eta,
       values={"summary": treedef.unflatten(packed)}, count=count,
       recorded=jnp.where(due, count, state.recorded),
       input_at=jnp.where(due_next, count, state.input_at)), ones
@@ -447,7 +431,7 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
         for u, a in zip(treedef.flatten_up_to(out), alphas)]
   columns = dict(alpha=[keep(x) for x in alphas], r=rs, e=es, update=us)
   if level == "summary":
-    values = _pack(treedef, columns, undefined)
+    values = _pack(treedef, columns)
   else:
     values = {q: treedef.unflatten(columns[q]) for q in QUANTITIES}
   count = optax.safe_increment(state.count)
@@ -455,7 +439,6 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
   return out, DiagnosticsState(
       alpha_prev=treedef.unflatten(alphas),
       input_prev=None if state.input_prev is None else treedef.unflatten(hs),
-      r_undefined=None if level == "summary" else treedef.unflatten(
-          undefined),
+      r_undefined=treedef.unflatten(undefined),
       beta=jnp.asarray(beta, dtype), eta=jnp.asarray(eta, dtype),
       values=values, count=count, recorded=count, input_at=count)

@@ -34,9 +34,9 @@ CONFIGS = {
 }
 
 
-def _trajectory(tx, steps=STEPS, problem="mlp"):
-  """Parameters and learning_dynamics after each of ``steps`` jitted
-  updates, on the same data."""
+def _trajectory(tx, steps=STEPS, problem="mlp", diagnostics=True):
+  """Parameters and learning_dynamics (or None, for an optimizer without
+  diagnostics) after each of ``steps`` jitted updates, on the same data."""
   params, loss = PROBLEMS[problem]()
   state = tx.init(params)
 
@@ -48,7 +48,7 @@ def _trajectory(tx, steps=STEPS, problem="mlp"):
   out = []
   for _ in range(steps):
     params, state = step(params, state)
-    dyn = asgm.learning_dynamics(state).get("")
+    dyn = asgm.learning_dynamics(state)[""] if diagnostics else None
     out.append((params, None if dyn is None else jax.tree.map(np.asarray,
                                                               dyn)))
   return out
@@ -57,7 +57,7 @@ def _trajectory(tx, steps=STEPS, problem="mlp"):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_every_k_records_what_every_update_records(name):
   config = CONFIGS[name]
-  plain = _trajectory(asgm.autosgm(1e-2, **config))
+  plain = _trajectory(asgm.autosgm(1e-2, **config), diagnostics=False)
   every = _trajectory(asgm.autosgm(1e-2, diagnostics="summary", **config))
   sparse = _trajectory(asgm.autosgm(1e-2, diagnostics="summary",
                                     diagnostics_every=EVERY, **config))
@@ -279,19 +279,27 @@ def test_block_last_is_the_factor_of_the_last_update(block):
       np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
 
 
-def test_packed_counts_are_exact_beyond_float32_integers():
-  # The summary keeps the count of undefined r in its float array; counts of
-  # large leaves exceed 2^24, the last integer float32 holds exactly.
-  from autosgm_optax import _diagnostics  # pylint: disable=import-outside-toplevel
-  counts = [2**24 + 1, 2**31 - 1, 0, 4097]
-  columns = {q: [(jnp.float32(1), jnp.float32(2), jnp.float32(3))] * 4
-             for q in _diagnostics.QUANTITIES}
-  treedef = jax.tree.structure([0, 0, 0, 0])
-  values = _diagnostics._pack(
-      treedef, columns, [jnp.int32(c) for c in counts])
-  summaries, got = _diagnostics.unpack(values)
-  assert [int(x) for x in got] == counts
-  assert [float(x) for x in summaries["e"].std] == [3.0] * 4
+@pytest.mark.parametrize("every", [1, 2])
+def test_undefined_r_is_counted_exactly_per_element(every):
+  # A window below 0 makes alpha(t-1) negative on every element (it used to
+  # be counted twice, as a sum of signs), and one NaN gradient element
+  # makes one alpha(t-1) NaN (it used to mark the whole leaf).
+  params = {"v": jnp.ones(3), "m": jnp.ones((2, 5))}
+  tx = asgm.autosgm(0.1, window=asgm.scale_by_window(
+      lambda count: jnp.where(count == 0, -1.0, 1.0)),
+      diagnostics="summary", diagnostics_every=every)
+  state = tx.init(params)
+  grads = {"v": jnp.ones(3), "m": jnp.ones((2, 5)).at[0, 1].set(jnp.nan)}
+  _, state = tx.update(grads, state, params)  # F = -1, one NaN in "m"
+  _, state = tx.update(jax.tree.map(jnp.ones_like, grads), state, params)
+  counts = asgm.learning_dynamics(state)[""].r_undefined
+  assert counts["v"].dtype == jnp.int32
+  assert {k: int(v) for k, v in counts.items()} == {"v": 3, "m": 10}
+  _, state = tx.update(jax.tree.map(jnp.ones_like, grads), state, params)
+  _, state = tx.update(jax.tree.map(jnp.ones_like, grads), state, params)
+  counts = asgm.learning_dynamics(state)[""].r_undefined
+  # alpha(t-1) > 0 on "v"; "m"'s denominator keeps the NaN element's.
+  assert {k: int(v) for k, v in counts.items()} == {"v": 0, "m": 1}
 
 
 def test_injected_every_gives_one_state_structure_however_init_runs():

@@ -1,4 +1,5 @@
-"""The LTV view (SPEC section 7): the recorded alpha, r and e replay every
+"""The LTV view (docs/algorithm.md, section 7): the recorded alpha, r and e
+replay every
 update exactly, for every decay mode, numerator, window and debias."""
 
 import jax
@@ -183,10 +184,11 @@ def test_diagnostics_keep_alpha_and_at_most_one_history_buffer(kwargs,
   shapes = {p.shape for p in jax.tree.leaves(params)}
   per_element = [x for x in jax.tree.leaves(diag) if x.shape in shapes]
   assert len(per_element) == 2 * (1 + history)  # two leaves each
-  # the summaries: one (quantity, statistic) array per leaf, with the
-  # count of undefined r in its last row; no scalar per statistic
-  assert [x.shape for x in jax.tree.leaves(diag.values)] == [(5, 3)] * 2
-  assert diag.r_undefined is None
+  # the summaries: one (quantity, statistic) array per leaf, no scalar per
+  # statistic; the count of undefined r an int32 per leaf
+  assert [x.shape for x in jax.tree.leaves(diag.values)] == [(4, 3)] * 2
+  assert [(x.shape, x.dtype) for x in jax.tree.leaves(diag.r_undefined)] == [
+      ((), jnp.int32)] * 2
 
 
 def test_summary_std_of_a_nearly_constant_leaf():
