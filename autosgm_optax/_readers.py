@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from autosgm_optax import _base
 from autosgm_optax import _diagnostics
 from autosgm_optax._autosgm import ScaleByAutoSGMState
 from autosgm_optax._diagnostics import DiagnosticsState
@@ -34,60 +35,182 @@ def _unwrap(state: Any) -> Any:
                       is_leaf=is_variable)
 
 
-def _is_autosgm_chain(x: Any) -> bool:
-  return (type(x) is tuple and len(x) == 2  # pylint: disable=unidiomatic-typecheck
-          and isinstance(x[0], ScaleByAutoSGMState)
-          and isinstance(x[1], ScaleByLearningRateState))
+def _is_ours(x: Any) -> bool:
+  return isinstance(x, (ScaleByAutoSGMState, ScaleByLearningRateState))
 
 
-def _find(state: Any, predicate) -> dict[str, Any]:
-  found = {}
+def _children(x: Any) -> list[tuple[Any, Any]]:
+  """The immediate children of a node of a state tree, as (key, child), in
+  the order the transformations run (a dict's own order: optax.named_chain
+  keeps its states in one)."""
+  if isinstance(x, dict):
+    return [(jax.tree_util.DictKey(k), v) for k, v in x.items()]
+  flat, _ = jax.tree_util.tree_flatten_with_path(
+      x, is_leaf=lambda y: y is not x)
+  return [(path[0], child) for path, child in flat if path]
 
-  def visit(path, x):
-    if predicate(x):
-      found[jax.tree_util.keystr(path)] = x
-    return x
 
-  jax.tree_util.tree_map_with_path(visit, state, is_leaf=predicate)
+class _Found(NamedTuple):
+  """An AutoSGM core found in a state, with the learning-rate block that
+  follows it in the same chain (or None)."""
+
+  core: ScaleByAutoSGMState
+  learning_rate: Any  # ScaleByLearningRateState or None
+
+
+def _find_cores(state: Any) -> dict[str, _Found]:
+  """Every ``ScaleByAutoSGMState`` in ``state``, wherever it sits, by the
+  path of the chain that holds it (the core's own path where it is not in a
+  chain, or where one chain holds several cores), each with the library's
+  learning-rate block that follows it in its chain, if there is one."""
+  found: dict[str, _Found] = {}
+
+  def visit(node, path):
+    if isinstance(node, ScaleByAutoSGMState):  # a core outside any chain
+      found[jax.tree_util.keystr(path)] = _Found(node, None)
+      return
+    children = _children(node)
+    cores = [i for i, (_, c) in enumerate(children)
+             if isinstance(c, ScaleByAutoSGMState)]
+    for i in cores:
+      after = None
+      for _, c in children[i + 1:]:
+        if isinstance(c, ScaleByAutoSGMState):
+          break
+        if isinstance(c, ScaleByLearningRateState):
+          after = c
+          break
+      key = path if len(cores) == 1 else path + (children[i][0],)
+      found[jax.tree_util.keystr(key)] = _Found(children[i][1], after)
+    for i, (k, c) in enumerate(children):
+      if i not in cores and not _is_ours(c) and _children(c):
+        visit(c, path + (k,))
+
+  visit(state, ())
   return found
 
 
-def effective_learning_rates(state: Any) -> dict[str, jax.Array]:
-  r"""``mu(t) * F(t)`` of the last update, for every ``autosgm`` in ``state``.
+def _cores(state: Any, reader: str) -> dict[str, _Found]:
+  found = _find_cores(_unwrap(state))
+  if not found:
+    raise ValueError(
+        f"{reader} found no AutoSGM state (a ScaleByAutoSGMState, made by "
+        "autosgm, scale_by_autosgm or a preset) in the state given, a "
+        f"{type(state).__name__}; pass the optimizer state (or the "
+        "nnx.Optimizer) of an optimizer built with this library.")
+  return found
 
-  ``mu`` comes from the library's learning-rate block and ``F`` from the
-  window (1 without one); both are 0 before the first update. The keys are
-  the paths of the optimizers inside ``state`` (``''`` for a bare
-  ``autosgm``). The per-element rate also includes the numerator and the
-  denominator: see :func:`numerator_values`.
+
+def _count_or_none(core: ScaleByAutoSGMState) -> Any:
+  """The number of updates the core has made (from its blocks' counters),
+  or None where every slot is empty."""
+  for block_state in core:
+    if "count" in getattr(block_state, "_fields", ()):  # (a tuple's count
+      return block_state.count  # is a method)
+  return None
+
+
+def _count(core: ScaleByAutoSGMState) -> jax.Array:
+  count = _count_or_none(core)
+  if count is not None:
+    return count
+  raise ValueError(
+      "the AutoSGM state has no block with a counter (every slot empty), so "
+      "a learning-rate schedule cannot be evaluated: pass a number.")
+
+
+def _mu(path: str, found: _Found, learning_rate: Any, reader: str
+        ) -> tuple[jax.Array, jax.Array]:
+  """``mu`` of the last update and of the one before (the library's
+  learning-rate block's convention: both ``mu`` at count 0 before any
+  update), from the library's learning-rate block or from
+  ``learning_rate``."""
+  if found.learning_rate is not None:
+    if learning_rate is not None:
+      raise ValueError(
+          f"{reader}: the optimizer at {path!r} has the library's "
+          "learning-rate block, which holds mu; do not pass learning_rate.")
+    return (found.learning_rate.learning_rate,
+            found.learning_rate.prev_learning_rate)
+  if learning_rate is None:
+    raise ValueError(
+        f"{reader}: the AutoSGM core at {path!r} is not followed by the "
+        "library's learning-rate block (autosgm_optax.scale_by_learning_rate; "
+        "e.g. it is chained with optax.scale_by_learning_rate), so the state "
+        "does not hold mu: pass learning_rate= (the number or schedule "
+        "given to the optimizer).")
+  if callable(learning_rate):
+    count = _count(found.core)
+    last = learning_rate(jnp.maximum(count - 1, 0))
+    before = learning_rate(jnp.maximum(count - 2, 0))
+    return jnp.asarray(last), jnp.asarray(before)
+  _base.check_type("learning_rate", learning_rate)
+  mu = jnp.asarray(learning_rate)
+  return mu, mu
+
+
+def effective_learning_rates(state: Any, *, learning_rate: Any = None
+                             ) -> dict[str, jax.Array]:
+  r"""``mu(t) * F(t)`` of the last update, for every AutoSGM in ``state``.
+
+  The AutoSGM cores (``ScaleByAutoSGMState``) are found by type wherever
+  they sit: in ``optax.chain`` (nested, with other transformations in
+  between), ``optax.named_chain``, ``optax.masked``, ``optax.partition``,
+  ``optax.MultiSteps``, ``optax.inject_hyperparams``,
+  ``optax.apply_if_finite``, or a Flax ``nnx.Optimizer``. ``mu`` comes from
+  the library's learning-rate block that follows the core in its chain (as
+  in :func:`autosgm` and the presets); where the learning rate is Optax's
+  (e.g. ``optax.chain(scale_by_autosgm(...),
+  optax.scale_by_learning_rate(lr))``), pass it as ``learning_rate``. ``F``
+  comes from the window (1 without one). Before the first update the rate
+  is 0.
+
+  The keys are the paths of the chains that hold the cores (``''`` for a
+  bare ``autosgm``). The per-element rate also includes the numerator and
+  the denominator: see :func:`numerator_values`.
 
   Args:
     state: an optimizer state, or a Flax ``nnx.Optimizer``.
+    learning_rate: ``mu`` (a number or a schedule, as given to the
+      optimizer) for cores that are not followed by the library's
+      learning-rate block; must be None where they are.
 
   Returns:
     A dict from path to a scalar array.
+
+  Raises:
+    ValueError: if ``state`` holds no AutoSGM core, or a core's ``mu`` can
+      be read neither from the state nor from ``learning_rate``.
   """
   rates = {}
-  for path, (core, lr) in _find(_unwrap(state), _is_autosgm_chain).items():
-    rate = lr.learning_rate
-    if isinstance(core.window, WindowState):
-      rate = rate * core.window.value
+  for path, found in _cores(state, "effective_learning_rates").items():
+    rate, _ = _mu(path, found, learning_rate, "effective_learning_rates")
+    if isinstance(found.core.window, WindowState):
+      rate = rate * found.core.window.value
+    count = _count_or_none(found.core)
+    if count is not None:
+      rate = jnp.where(count > 0, rate, jnp.zeros_like(rate))
     rates[path] = rate
   return rates
 
 
-def effective_learning_rate(state: Any) -> jax.Array:
-  """``mu(t) * F(t)`` of the last update of the one ``autosgm`` in ``state``.
+def effective_learning_rate(state: Any, *, learning_rate: Any = None
+                            ) -> jax.Array:
+  """``mu(t) * F(t)`` of the last update of the one AutoSGM in ``state``.
+
+  See :func:`effective_learning_rates`.
 
   Args:
     state: an optimizer state, or a Flax ``nnx.Optimizer``.
+    learning_rate: ``mu`` where the state does not hold it (see
+      :func:`effective_learning_rates`).
 
   Returns:
     A scalar array.
 
   Raises:
-    ValueError: if ``state`` holds no ``autosgm`` optimizer or several (use
-      :func:`effective_learning_rates` then).
+    ValueError: if ``state`` holds no AutoSGM core or several (use
+      :func:`effective_learning_rates` then), or ``mu`` cannot be read.
 
   Example:
     >>> import jax.numpy as jnp
@@ -101,7 +224,7 @@ def effective_learning_rate(state: Any) -> jax.Array:
     >>> asgm.effective_learning_rate(state)  # 0.1 * F(2) = 0.1 * 0.5
     Array(0.05, dtype=float32)
   """
-  rates = effective_learning_rates(state)
+  rates = effective_learning_rates(state, learning_rate=learning_rate)
   if len(rates) != 1:
     raise ValueError(
         f"found {len(rates)} autosgm optimizers in the state "
@@ -114,7 +237,10 @@ def numerator_values(state: Any) -> dict[str, Any]:
 
   With layer averaging these are the (smoothed) per-leaf values, one per
   leaf (or per index of the kept leading axes); without, the per-element
-  estimates ``ahat``. The unity numerator holds no state and is not listed.
+  estimates ``ahat``. The numerators' states
+  (``CorrelationNumeratorState``) are found by type wherever they sit (see
+  :func:`effective_learning_rates`), also a ``correlation_numerator`` used
+  alone. The unity numerator holds no estimate and is not listed.
 
   Args:
     state: an optimizer state, or a Flax ``nnx.Optimizer``.
@@ -122,6 +248,10 @@ def numerator_values(state: Any) -> dict[str, Any]:
   Returns:
     A dict from the path of each numerator's state to a tree like the
     parameters.
+
+  Raises:
+    ValueError: if ``state`` holds no estimated numerator (e.g. the unity
+      numerator of ``autosgm(lr)``, Adam's point, which keeps none).
 
   Example:
     >>> import jax.numpy as jnp
@@ -133,10 +263,19 @@ def numerator_values(state: Any) -> dict[str, Any]:
     >>> [(path, a["w"].shape) for path, a in asgm.numerator_values(state).items()]
     [('[0].numerator', (1,))]
   """
-  found = _find(_unwrap(state),
-                lambda x: isinstance(x, CorrelationNumeratorState))
-  return {path: last_values(n) for path, n in found.items()
-          if n.c is not None}
+  is_numerator = lambda x: isinstance(x, CorrelationNumeratorState)
+  values = {}
+  for path, x in jax.tree_util.tree_flatten_with_path(
+      _unwrap(state), is_leaf=is_numerator)[0]:
+    if is_numerator(x) and x.c is not None:
+      values[jax.tree_util.keystr(path)] = last_values(x)
+  if not values:
+    raise ValueError(
+        "numerator_values found no estimated numerator in the state (a "
+        "CorrelationNumeratorState of numerator='moment', 'correlation' or "
+        "'robust_correlation'); the unity numerator (the default, Adam's "
+        "point) keeps no estimate: a = 1.")
+  return values
 
 
 class Dynamics(NamedTuple):
@@ -179,10 +318,10 @@ def _scale_summary(summary: Summary, factor: jax.Array) -> Summary:
                  std=scale(summary.std, jnp.abs(factor)))
 
 
-def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
+def _dynamics(core: ScaleByAutoSGMState, mus: tuple[jax.Array, jax.Array],
               descent: bool) -> Dynamics:
   diag = core.diagnostics
-  mu, mu_prev = lr.learning_rate, lr.prev_learning_rate
+  mu, mu_prev = mus
   ratio = jnp.where(mu_prev > 0, mu / jnp.where(mu_prev > 0, mu_prev, 1), 0)
   step = -mu if descent else mu
   values = diag.values
@@ -190,7 +329,7 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
   common = dict(r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta,
                 step=diag.recorded, recorded=recorded)
   if "summary" in values:
-    values, common["r_undefined"] = _diagnostics.unpack(values)
+    values = _diagnostics.unpack(values)
     # Between records (diagnostics_every > 1) mu has moved on: NaN, not a
     # stale record scaled by today's mu.
     fresh = lambda x: jax.tree.map(
@@ -212,8 +351,8 @@ def _dynamics(core: ScaleByAutoSGMState, lr: ScaleByLearningRateState,
       **common)
 
 
-def learning_dynamics(state: Any, *, maximize: bool = False
-                      ) -> dict[str, Dynamics]:
+def learning_dynamics(state: Any, *, maximize: bool = False,
+                      learning_rate: Any = None) -> dict[str, Dynamics]:
   r"""The recorded LTV view of the last update, for every ``autosgm``.
 
   Needs ``autosgm(..., diagnostics="summary" | "element")``. Combines the
@@ -222,17 +361,24 @@ def learning_dynamics(state: Any, *, maximize: bool = False
   ``r = (mu(t) / mu(t-1)) alpha_core(t) / alpha_core(t-1)``,
   ``dw(t+1) = -mu u``, and the recurrence
   ``dw(t+1) = beta r(t) dw(t) + eta alpha(t) e(t)`` holds per element
-  (see :mod:`autosgm_optax._diagnostics`).
+  (see docs/algorithm.md, section 7). The cores are found wherever they sit
+  in ``state``, and ``mu`` is read as :func:`effective_learning_rates`
+  reads it (pass ``learning_rate`` where the learning rate is Optax's).
 
   Args:
     state: an optimizer state, or a Flax ``nnx.Optimizer``.
     maximize: the optimizer was built with ``maximize=True`` (then
       ``dw = +mu u`` and the recurrence holds with ``-e``).
+    learning_rate: ``mu`` for cores not followed by the library's
+      learning-rate block (see :func:`effective_learning_rates`).
 
   Returns:
-    A dict from the path of each ``autosgm`` in ``state`` (``''`` for a bare
-    one) to its :class:`Dynamics`; optimizers without diagnostics are left
-    out.
+    A dict from the path of each AutoSGM in ``state`` (``''`` for a bare
+    one) to its :class:`Dynamics`; cores without diagnostics are left out.
+
+  Raises:
+    ValueError: if ``state`` holds no AutoSGM core, none with diagnostics,
+      or ``mu`` cannot be read.
 
   Example:
     >>> import jax.numpy as jnp
@@ -248,7 +394,14 @@ def learning_dynamics(state: Any, *, maximize: bool = False
     (0.5263, 0)
   """
   out = {}
-  for path, (core, lr) in _find(_unwrap(state), _is_autosgm_chain).items():
-    if isinstance(core.diagnostics, DiagnosticsState):
-      out[path] = _dynamics(core, lr, descent=not maximize)
+  found = _cores(state, "learning_dynamics")
+  for path, core_lr in found.items():
+    if isinstance(core_lr.core.diagnostics, DiagnosticsState):
+      mu = _mu(path, core_lr, learning_rate, "learning_dynamics")
+      out[path] = _dynamics(core_lr.core, mu, descent=not maximize)
+  if not out:
+    raise ValueError(
+        f"learning_dynamics found {len(found)} AutoSGM core(s) (at "
+        f"{sorted(found)}) but none records its dynamics: build the "
+        "optimizer with diagnostics=\"summary\" or \"element\".")
   return out

@@ -148,7 +148,8 @@ def test_nnx_optimizer_trains_and_autosgm_lr_is_adam_bit_for_bit():
 
   # The readers accept the optimizer itself.
   assert float(asgm.effective_learning_rate(optimizer)) == pytest.approx(LR)
-  assert asgm.numerator_values(optimizer) == {}  # unity numerator: no state
+  with pytest.raises(ValueError, match="unity numerator"):  # a = 1: no state
+    asgm.numerator_values(optimizer)
 
 
 def test_nnx_scan_stacked_layers_get_one_numerator_each():

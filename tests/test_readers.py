@@ -132,3 +132,101 @@ def test_filter_dtype_bfloat16_only_the_filter():
   assert core.numerator.c["w"].dtype == jnp.float32
   _, new_state = jax.jit(tx.update)({"w": jnp.ones((4, 4))}, state, params)
   assert new_state[0].filter.m["w"].dtype == jnp.bfloat16
+
+
+# ---------------------------------------------------------------------------
+# The readers find the library's states by type wherever they sit, read mu
+# from the library's learning-rate block or from the caller, and say what
+# is missing rather than return nothing.
+
+
+def _core(**kwargs):
+  return asgm.scale_by_autosgm(
+      filter=asgm.lowpass_filter(0.9, 0.5),
+      denominator=asgm.moment_denominator(),
+      numerator=asgm.correlation_numerator(),
+      window=asgm.raised_cosine_window(TAU, floor=0.1), **kwargs)
+
+
+CHAINS = {
+    # the library's core with Optax's learning rate, clipping before it
+    "optax lr": (lambda: optax.chain(optax.clip_by_global_norm(1.0), _core(),
+                                     optax.scale_by_learning_rate(LR)), True),
+    "optax schedule": (lambda: optax.chain(
+        optax.clip_by_global_norm(1.0), _core(),
+        optax.scale_by_learning_rate(optax.linear_schedule(LR, LR / 2, 8))),
+                       True),
+    # the library's learning-rate block, other transformations in between
+    "clip between": (lambda: optax.chain(
+        _core(), optax.clip(10.0), asgm.scale_by_learning_rate(LR)), False),
+    "nested": (lambda: optax.chain(optax.identity(), optax.chain(
+        optax.clip_by_global_norm(1.0), _tx())), False),
+    "named_chain": (lambda: optax.named_chain(
+        ("clip", optax.clip_by_global_norm(1.0)), ("core", _core()),
+        ("lr", asgm.scale_by_learning_rate(LR))), False),
+    "masked optax lr": (lambda: optax.masked(optax.chain(
+        _core(), optax.scale_by_learning_rate(LR)),
+                                             {"w": True, "b": True}), True),
+    "multisteps": (lambda: optax.MultiSteps(optax.chain(
+        optax.clip_by_global_norm(1.0), _tx()), 1), False),
+}
+
+
+def _optax_mu(name):
+  if name == "optax schedule":
+    return optax.linear_schedule(LR, LR / 2, 8)
+  return LR
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_readers_find_the_core_in_any_chain(name):
+  make, optax_lr = CHAINS[name]
+  state = _steps(make(), PARAMS, 4)
+  kwargs = {"learning_rate": _optax_mu(name)} if optax_lr else {}
+  mu = LR if name != "optax schedule" else float(
+      optax.linear_schedule(LR, LR / 2, 8)(3))
+  np.testing.assert_allclose(
+      float(asgm.effective_learning_rate(state, **kwargs)), mu * float(F(3)),
+      rtol=1e-6)
+  (a,) = asgm.numerator_values(state).values()
+  assert float(a["w"][0, 0]) > 0
+  if optax_lr:  # the state does not hold mu: the reader says so
+    with pytest.raises(ValueError, match="pass learning_rate"):
+      asgm.effective_learning_rate(state)
+  else:  # the state holds mu: a second one is refused
+    with pytest.raises(ValueError, match="do not pass learning_rate"):
+      asgm.effective_learning_rate(state, learning_rate=LR)
+
+
+def test_dynamics_with_optax_learning_rate_equal_the_librarys():
+  # The same core, once with the library's learning-rate block, once with
+  # Optax's: the readers give the same dynamics when told mu.
+  sched = optax.linear_schedule(LR, LR / 4, 6)
+  ours = optax.chain(_core(diagnostics="element"),
+                     asgm.scale_by_learning_rate(sched))
+  theirs = optax.chain(_core(diagnostics="element"),
+                       optax.scale_by_learning_rate(sched))
+  a, b = _steps(ours, PARAMS, 5), _steps(theirs, PARAMS, 5)
+  (da,) = asgm.learning_dynamics(a).values()
+  (db,) = asgm.learning_dynamics(b, learning_rate=sched).values()
+  for x, y in zip(jax.tree.leaves(da), jax.tree.leaves(db)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_readers_say_what_is_missing():
+  adam_state = _steps(optax.adam(LR), PARAMS, 2)
+  for reader in (asgm.effective_learning_rates, asgm.learning_dynamics):
+    with pytest.raises(ValueError, match="found no AutoSGM state"):
+      reader(adam_state)
+  with pytest.raises(ValueError, match="no estimated numerator"):
+    asgm.numerator_values(adam_state)
+  no_diagnostics = _steps(_tx(), PARAMS, 2)
+  with pytest.raises(ValueError, match="diagnostics="):
+    asgm.learning_dynamics(no_diagnostics)
+  with pytest.raises(ValueError, match="unity numerator"):
+    asgm.numerator_values(_steps(asgm.autosgm(LR), PARAMS, 2))
+
+
+def test_effective_learning_rate_is_zero_before_the_first_update():
+  for tx in (asgm.autosgm(LR), _tx()):
+    assert float(asgm.effective_learning_rate(tx.init(PARAMS))) == 0.0
