@@ -171,7 +171,12 @@ def scale_by_autosgm(
                numerator=numerator, window=window)
 
   track_grad = filter is not None and not filter.info["zero_is_zero"]
-  track_decay = decay is not None and not coupled
+  # A state dtype the user chose gives the update the dtype arithmetic with
+  # it gives (as optax.adam(mu_dtype=...)); else the gradients' dtype.
+  explicit_dtypes = [block.info["explicit_dtype"] for block in slots.values()
+                     if block is not None]
+  track_decay = (decay is not None and not coupled
+                 and not decay.info["identity"])
 
   def init_fn(params):
     states = {name: optax.EmptyState() if block is None else block.init(params)
@@ -252,7 +257,8 @@ def scale_by_autosgm(
       return _diagnostics.Part(
           rerun, lambda: previous(state),
           jax.tree.leaves(state.diagnostics.values),
-          state.diagnostics.input_prev)
+          state.diagnostics.input_prev,
+          jax.tree.leaves(state.diagnostics.r_undefined))
 
     if sequenced:
       split = lambda tree, i: None if tree is None else _sequence.split(
@@ -306,7 +312,7 @@ def scale_by_autosgm(
       new_state = _sequence.merge(states, state, treedef)
     if diagnostics_state is not None:
       new_state = new_state._replace(diagnostics=diagnostics_state)
-    return out, new_state
+    return _base.output_dtype(out, updates, explicit_dtypes), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -443,9 +449,10 @@ def autosgm(
       numerator, beta=numerator_beta, moment_beta=moment_beta,
       huber_k=huber_k, average=numerator_average,
       smoothing=numerator_smoothing, keep_axes=numerator_keep_axes, eps=eps)
-  if _base.is_number(weight_decay) and weight_decay == 0:
-    decay_block = None  # no work, no read of the parameters
-  elif decay == "coupled":
+  # Always a decay block, so that the state has one layout whatever the
+  # rate (an array rate under inject_hyperparams); a plain 0 does no work
+  # and reads no parameters.
+  if decay == "coupled":
     decay_block = coupled_decay(weight_decay, mask=weight_decay_mask)
   else:
     decay_block = decoupled_decay(weight_decay, decay_factor,

@@ -104,6 +104,20 @@ class Signal(NamedTuple):
 ApplyFn = Callable[[Signal, Any, Any], tuple[Signal, Any]]
 
 
+#: The static facts a block may state in its ``info``, and their defaults
+#: (what the combinator assumes of a block that says nothing):
+#: ``zero_is_zero``: the filter's zero is a plain 0, so ``e(t)`` of the
+#: diagnostics needs no gradient history (assume not: keep the history);
+#: ``explicit_dtype``: None, or the state dtype the user chose for the block
+#: (then the update has the dtype that arithmetic with it gives, the
+#: gradients' dtype promoted with it, as ``optax.adam(mu_dtype=...)``'s;
+#: else the gradients' dtype);
+#: ``identity``: the block passes the signal through unchanged (a decay with
+#: a plain rate of 0), so the diagnostics keep no history for it.
+DEFAULT_INFO = {"zero_is_zero": False, "explicit_dtype": None,
+                "identity": False}
+
+
 class AutoSGMBlock(optax.GradientTransformationExtraArgs):
   """An Optax gradient transformation that is also an AutoSGM building block.
 
@@ -111,12 +125,21 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
   ``update``; extra update arguments are accepted and ignored). Its ``kind``
   names the slot of :func:`autosgm_optax.scale_by_autosgm` it fills,
   ``apply`` is the step that the combinator runs on its shared
-  :class:`Signal`, ``info`` holds static facts about its configuration
-  (e.g. whether the filter's zero is a plain 0), and ``last`` (or None)
-  maps the block's state to its factor of the last update's effective
-  learning rate (the filter's ``s``, the denominator's ``d``, the
-  numerator's ``a``, the window's ``F``; undefined before the first update),
-  which the summary-level diagnostics read instead of keeping ``alpha(t-1)``.
+  :class:`Signal`, ``info`` holds static facts about its configuration (the
+  keys of :data:`DEFAULT_INFO`; missing keys take their defaults), and
+  ``last`` (or None) maps the block's state to its factor of the last
+  update's effective learning rate (the filter's ``s``, the denominator's
+  ``d``, the numerator's ``a``, the window's ``F``; undefined before the
+  first update), which the summary-level diagnostics read instead of
+  keeping ``alpha(t-1)``.
+
+  ``update`` is made from ``apply``: used alone, the block runs ``apply`` on
+  a signal made from its input (taken as the raw gradient) and returns the
+  result in the input's dtype (promoted with ``info["explicit_dtype"]``,
+  where the user chose a state dtype). Blocks
+  survive ``copy.copy``, ``copy.deepcopy`` and ``_replace`` (which takes
+  ``init``, ``apply``, ``kind``, ``info`` and ``last``; ``update`` follows
+  ``apply``).
   """
 
   kind: str
@@ -127,18 +150,56 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
   def __new__(cls, init, apply: ApplyFn, kind: str,
               info: Optional[dict] = None,
               last: Optional[Callable[[Any], Any]] = None):
+    if not isinstance(kind, str):
+      raise TypeError(f"kind={kind!r} must be a str naming the block's slot.")
+    if not callable(init) or not callable(apply):
+      raise TypeError(
+          f"init={init!r} and apply={apply!r} must be callables: "
+          "init(params) -> state, apply(signal, state, params) -> "
+          "(signal, state).")
+    unknown = set(info or {}) - set(DEFAULT_INFO)
+    if unknown:
+      raise ValueError(
+          f"info has unknown keys {sorted(unknown)}; the known ones are "
+          f"{sorted(DEFAULT_INFO)}.")
+    facts = {**DEFAULT_INFO, **(info or {})}
+
     def update_fn(updates, state, params=None, **extra_args):
       del extra_args
       signal, state = apply(Signal.from_gradient(updates), state, params)
-      return signal.finish(), state
+      return output_dtype(signal.finish(), updates,
+                          [facts["explicit_dtype"]]), state
 
     self = super().__new__(cls, init, update_fn)
     # A tuple subclass without __slots__ keeps a __dict__ for these.
     self.kind = kind
     self.apply = apply
-    self.info = dict(info or {})  # static facts the combinator may read
+    self.info = facts  # static facts the combinator may read
     self.last = last
     return self
+
+  def __reduce__(self):
+    # copy, deepcopy (and pickle, where the functions pickle) rebuild the
+    # block from what defines it; a tuple's default would call __new__ with
+    # (init, update) only.
+    return (type(self), (self.init, self.apply, self.kind, dict(self.info),
+                         self.last))
+
+  def _replace(self, **changes) -> "AutoSGMBlock":
+    if "update" in changes:
+      raise TypeError(
+          "an AutoSGMBlock's update is made from its apply: replace apply "
+          "(block._replace(apply=...)), or wrap the block in an "
+          "optax.GradientTransformation of your own.")
+    fields = dict(init=self.init, apply=self.apply, kind=self.kind,
+                  info=dict(self.info), last=self.last)
+    unknown = set(changes) - set(fields)
+    if unknown:
+      raise ValueError(
+          f"_replace got unknown fields {sorted(unknown)}; an AutoSGMBlock "
+          f"has {sorted(fields)}.")
+    fields.update(changes)
+    return type(self)(**fields)
 
   def __repr__(self) -> str:
     return f"AutoSGMBlock(kind={self.kind!r})"
@@ -167,7 +228,14 @@ def state_dtype(param_dtype, policy: DTypePolicy) -> jnp.dtype:
     return param_dtype
   if isinstance(policy, str) and policy == LIKE_PARAMS:
     return param_dtype
-  return jnp.dtype(policy)
+  dtype = jnp.dtype(policy)
+  if jnp.issubdtype(param_dtype, jnp.complexfloating) and not jnp.issubdtype(
+      dtype, jnp.complexfloating):
+    raise TypeError(
+        f"the state dtype {dtype} is real, but a parameter is {param_dtype}: "
+        "a real state would drop the imaginary part; give a complex dtype, "
+        f"None or {LIKE_PARAMS!r}.")
+  return dtype
 
 
 def zeros_like_tree(params: Any, policy: DTypePolicy) -> Any:
@@ -189,7 +257,41 @@ def scalar_dtype(params: Any) -> jnp.dtype:
 
 
 def cast_tree(tree: Any, like: Any) -> Any:
+  """``tree`` with each leaf in the dtype of the matching leaf of ``like``
+  (no operation where they agree)."""
   return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
+
+
+def explicit_dtype(policy: DTypePolicy) -> Optional[jnp.dtype]:
+  """The dtype the user chose in ``policy``, or None (for None and
+  ``"like_params"``)."""
+  if policy is None or (isinstance(policy, str) and policy == LIKE_PARAMS):
+    return None
+  return jnp.dtype(policy)
+
+
+def output_dtype(out: Any, grads: Any, explicit: list) -> Any:
+  """``out`` in the gradients' dtype, promoted with the state dtypes the
+  user chose (``explicit``, None entries ignored), leaf by leaf: the
+  library's own float32 state for low-precision parameters stays inside,
+  and a chosen one enters the update as in Optax (``optax.adam(...,
+  mu_dtype=jnp.float32)`` returns float32 updates for bfloat16
+  gradients)."""
+  chosen = [d for d in explicit if d is not None]
+
+  def cast(u, g):
+    dtype = g.dtype
+    for d in chosen:
+      dtype = jnp.promote_types(dtype, d)
+    return u.astype(dtype)
+
+  return jax.tree.map(cast, out, grads)
+
+
+def promoted(x: Any, like: Any) -> Any:
+  """``x`` in the dtype of ``x`` promoted with ``like``'s (no operation where
+  they agree): low-precision inputs meet a wider state in its precision."""
+  return x.astype(jnp.promote_types(x.dtype, like.dtype))
 
 
 def require_params(params: Any, block: str) -> None:

@@ -48,7 +48,8 @@ def _decay_block(rate: Any, factor: Any, mask: Mask, coupled: bool,
     _base.require_params(params, name)
     r = _base.evaluate(rate, state.count)
     coef = r if _base.is_number(factor) and factor == 1 else factor * r
-    terms = _decay_terms(params, coef, mask)
+    terms = _decay_terms(params, coef, mask)  # in the parameters' dtype,
+    # as optax.add_decayed_weights
     if coupled:
       grad = jax.tree.map(
           lambda t, g: g if t is None else g + t,
@@ -57,7 +58,8 @@ def _decay_block(rate: Any, factor: Any, mask: Mask, coupled: bool,
     return signal._replace(decay=terms), new_state
 
   kind = "coupled_decay" if coupled else "decoupled_decay"
-  return _base.AutoSGMBlock(init_fn, apply_fn, kind=kind)
+  return _base.AutoSGMBlock(init_fn, apply_fn, kind=kind,
+                            info={"identity": skip})
 
 
 def decoupled_decay(

@@ -79,7 +79,11 @@ def moment_denominator(
     count_inc = optax.safe_increment(state.count)
     # Optax's own moment update and bias correction, so that the Adam point
     # rounds exactly as optax.scale_by_adam.
-    nu = optax.tree.update_moment_per_elem_norm(signal.grad, state.nu, beta, 2)
+    grad = signal.grad
+    if dtype is None:  # the library's float32 state: a bfloat16 gradient is
+      # squared in float32 (a chosen dtype computes as Optax does)
+      grad = jax.tree.map(_base.promoted, grad, state.nu)
+    nu = optax.tree.update_moment_per_elem_norm(grad, state.nu, beta, 2)
     nu_hat = optax.tree.bias_correction(nu, beta, count_inc)
     d = jax.tree.map(lambda n: jnp.sqrt(n + eps_root) + eps, nu_hat)
     direction = jax.tree.map(lambda x, dd: x / dd, signal.direction, d)
@@ -108,5 +112,6 @@ def moment_denominator(
     nu_hat = optax.tree.bias_correction(state.nu, beta, state.count)
     return jax.tree.map(lambda n: jnp.sqrt(n + eps_root) + eps, nu_hat)
 
-  return _base.AutoSGMBlock(init_fn, apply_fn, kind="denominator",
-                            last=last_fn)
+  return _base.AutoSGMBlock(
+      init_fn, apply_fn, kind="denominator", last=last_fn,
+      info={"explicit_dtype": _base.explicit_dtype(dtype)})

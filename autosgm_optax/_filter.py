@@ -172,8 +172,14 @@ def lowpass_filter(
   def apply_fn(signal, state, params):
     del params
     count_inc = optax.safe_increment(state.count)
-    m_new = jax.tree.map(moment, signal.grad, state.m)
-    v_raw = jax.tree.map(output, m_new, state.m, signal.grad)
+    g, m_old = signal.grad, state.m
+    if dtype is None:  # the library's float32 state for low-precision
+      # inputs: computed in float32 (a chosen dtype computes as Optax does,
+      # e.g. optax.adam(mu_dtype=...) scales a bfloat16 gradient in bfloat16)
+      g = jax.tree.map(_base.promoted, g, m_old)
+      m_old = jax.tree.map(_base.promoted, m_old, g)
+    m_new = jax.tree.map(moment, g, m_old)
+    v_raw = jax.tree.map(output, m_new, m_old, g)
     v, estimate, s = v_raw, None, 1
     if debias:
       v = _debias(v_raw, count_inc, beta, zero, gain / (1 - beta))
@@ -192,5 +198,7 @@ def lowpass_filter(
     return debias_divisor(state.count, beta, zero, gain) if debias else None
 
   return _base.AutoSGMBlock(init_fn, apply_fn, kind="filter",
-                            info={"zero_is_zero": _is_zero(zero)},
+                            info={"zero_is_zero": _is_zero(zero),
+                                  "explicit_dtype": _base.explicit_dtype(
+                                      dtype)},
                             last=last_fn)

@@ -16,10 +16,11 @@ class ScaleByLearningRateState(NamedTuple):
   """State of :func:`scale_by_learning_rate`."""
 
   count: chex.Array  # shape=(), dtype=jnp.int32; updates made so far.
-  # A schedule or an injected array: mu(t) of the last update (0 before)
-  # and mu(t-1) (0 before two updates). A plain number: mu from the start.
-  learning_rate: chex.Array  # shape=()
-  prev_learning_rate: chex.Array  # shape=()
+  # mu of the last update; before the first, the mu the first update uses
+  # (mu at count 0), so that both fields hold mu(1) until the first update.
+  learning_rate: chex.Array  # shape=(); scalar dtype (see below)
+  # mu of the update before the last; mu(1) before the second update.
+  prev_learning_rate: chex.Array  # shape=(); scalar dtype
 
 
 def scale_by_learning_rate(
@@ -36,6 +37,14 @@ def scale_by_learning_rate(
   learning-dynamics diagnostics can combine ``mu`` with the core's state
   (the ratio ``r(t)`` needs ``mu(t) / mu(t-1)``). The remembered values are
   stored as scalars of the widest real parameter dtype (at least float32).
+
+  Before the first update both fields hold the learning rate the first
+  update will use (``mu`` at count 0), and ``prev_learning_rate`` holds it
+  until the second update: the state then means the same whether ``mu`` is
+  a number, an array (as ``optax.inject_hyperparams`` passes it) or a
+  schedule, so ``inject_hyperparams(scale_by_learning_rate)(mu)`` and
+  ``scale_by_learning_rate(mu)`` hold the same state after ``init`` and
+  after every update.
 
   Args:
     learning_rate: ``mu``, a number, an array or an ``optax.Schedule``.
@@ -61,11 +70,12 @@ def scale_by_learning_rate(
 
   def init_fn(params):
     dtype = _base.scalar_dtype(params)
+    count = jnp.zeros([], jnp.int32)
+    first = _base.evaluate(learning_rate, count)  # mu of the first update
     # Two arrays, not one twice: a donated state may not hold a buffer twice.
-    mu = lambda: jnp.full([], learning_rate if constant else 0, dtype)
+    mu = lambda: jnp.array(first, dtype, copy=True).reshape(())
     return ScaleByLearningRateState(
-        count=jnp.zeros([], jnp.int32), learning_rate=mu(),
-        prev_learning_rate=mu())
+        count=count, learning_rate=mu(), prev_learning_rate=mu())
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args

@@ -209,20 +209,23 @@ def correlation_numerator(
     a, c, w2, p_abs, a_state = (list(r) for r in zip(*results)) if n else (
         [],) * 5
 
-    def unflat(xs, like):
-      return None if like is None else treedef.unflatten(xs)
+    def unflat_like(xs, like):  # the state keeps its dtypes (an injected
+      # float32 pole must not widen a bfloat16 state)
+      return None if like is None else _base.cast_tree(treedef.unflatten(xs),
+                                                       like)
 
     new_state = CorrelationNumeratorState(
         count=count_inc,
-        c=unflat(c, state.c),
-        w2=unflat(w2, state.w2),
-        p_abs=unflat(p_abs, state.p_abs),
-        a=unflat(a_state, state.a),
+        c=unflat_like(c, state.c),
+        w2=unflat_like(w2, state.w2),
+        p_abs=unflat_like(p_abs, state.p_abs),
+        a=unflat_like(a_state, state.a),
     )
     return signal._replace(numerator=treedef.unflatten(a)), new_state
 
-  return _base.AutoSGMBlock(init_fn, apply_fn, kind="numerator",
-                            last=last_values)
+  return _base.AutoSGMBlock(
+      init_fn, apply_fn, kind="numerator", last=last_values,
+      info={"explicit_dtype": _base.explicit_dtype(dtype)})
 
 
 def last_values(state: CorrelationNumeratorState) -> Any:
