@@ -359,13 +359,29 @@ def autosgm(
   ``chain(scale_by_autosgm(...), scale_by_learning_rate(learning_rate))``.
 
   With its defaults ``autosgm(lr)`` is bit for bit ``optax.adam(lr)``;
-  ``weight_decay=w`` makes it ``optax.adamw(lr, weight_decay=w)``.
+  ``weight_decay=w`` makes it ``optax.adamw(lr, weight_decay=w)``: for
+  float32 and float64 parameters. For bfloat16 and float16 parameters it
+  keeps float32 state (``presets.adam`` keeps Optax's dtypes and is bit for
+  bit there too).
 
-  Under ``optax.inject_hyperparams`` every number becomes an array: pass
+  Updates come in the gradients' dtype, whatever the state's (a chosen
+  ``filter_dtype`` promotes them, as ``optax.adam``'s ``mu_dtype`` does),
+  and the state's shapes and dtypes never change across updates.
+
+  Under ``optax.inject_hyperparams`` every number becomes an array, and the
+  inner state is the plain one's (the same layout and dtypes; values to the
+  rounding of array against Python numbers): pass
   ``hyperparam_dtype=jnp.float32`` for low-precision parameters (bfloat16
-  rounds 0.999 to 1). A plain ``weight_decay=0.0`` leaves the decay slot
-  empty; an array 0 multiplies (same numbers). A schedule given for
-  ``window`` is evaluated by the wrapper and arrives as a number.
+  rounds 0.999 to 1), and ``filter_dtype`` (a dtype is callable) and a
+  callable ``weight_decay_mask`` through ``static_args``. A plain
+  ``weight_decay=0.0`` does no work and reads no parameters; an array 0
+  multiplies (same numbers). A schedule given for ``window`` is evaluated by
+  the wrapper and arrives as a number. With diagnostics on, the
+  diagnostics' own state depends on which numbers are plain: a plain
+  ``gamma=0`` without decay keeps no gradient history, a plain
+  ``diagnostics_every=1`` keeps ``alpha(t-1)`` per element; injected, they
+  are arrays and the history is kept (pass them through ``static_args`` to
+  keep the plain layout).
 
   A non-finite gradient propagates into the state, as in Optax: wrap with
   ``optax.apply_if_finite`` to skip such steps.
