@@ -333,6 +333,7 @@ def autosgm(
     numerator_average: bool = True,
     numerator_smoothing: Optional[Any] = 0.1,
     numerator_keep_axes: tuple[int, ...] = (),
+    numerator_mask: Mask = None,
     huber_k: Any = 4.0,
     window: Optional[Window] = None,
     weight_decay: optax.ScalarOrSchedule = 0.0,
@@ -403,6 +404,13 @@ def autosgm(
     numerator_average: average the numerator over each leaf.
     numerator_smoothing: pole of the smoothing of the average, or None.
     numerator_keep_axes: leading axes the average keeps (stacked layers).
+    numerator_mask: None (every leaf estimated), a tree of bools like the
+      parameters, or a callable returning one (e.g.
+      :func:`default_weight_decay_mask`, which leaves out biases and
+      normalisation scales); leaves where it is False use the unity
+      numerator ``a = 1``. Needs an estimated numerator. Under
+      ``optax.inject_hyperparams`` pass a callable through
+      ``static_args=("numerator_mask",)``.
     huber_k: the robust estimator's clip multiple, ``> 0``.
     window: a window block, an ``optax.Schedule`` or a number; None for none.
     weight_decay: ``rho >= 0``, a number or a schedule.
@@ -451,6 +459,11 @@ def autosgm(
   _base.check_choice("decay", decay, ("decoupled", "coupled"))
   _base.check_range("decay_factor", decay_factor, 0.0, None)
   _base.check_choice("numerator", numerator, ESTIMATORS)
+  if numerator_mask is not None and numerator == "unity":
+    raise ValueError(
+        "numerator_mask is given but numerator='unity' estimates nothing: "
+        "choose numerator='moment', 'correlation' or 'robust_correlation', "
+        "or leave numerator_mask=None.")
   for name, flag in (("debias", debias), ("denominator", denominator),
                      ("maximize", maximize)):
     if not isinstance(flag, bool):
@@ -464,7 +477,8 @@ def autosgm(
   numerator_block = None if numerator == "unity" else correlation_numerator(
       numerator, beta=numerator_beta, moment_beta=moment_beta,
       huber_k=huber_k, average=numerator_average,
-      smoothing=numerator_smoothing, keep_axes=numerator_keep_axes, eps=eps)
+      smoothing=numerator_smoothing, keep_axes=numerator_keep_axes, eps=eps,
+      mask=numerator_mask)
   # Always a decay block, so that the state has one layout whatever the
   # rate (an array rate under inject_hyperparams); a plain 0 does no work
   # and reads no parameters.

@@ -89,11 +89,13 @@ class Signal(NamedTuple):
     if self.numerator is None and self.window is None:
       return out
 
-    def scale(u, a=None):
+    def scale(u, a=None):  # a is None where the numerator is 1
       coef = a
       if self.window is not None:
         window = jnp.asarray(self.window, real_dtype(u.dtype))
         coef = window if coef is None else coef * window
+      if coef is None:
+        return u
       return coef.astype(real_dtype(u.dtype)) * u
 
     if self.numerator is None:

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Optional
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from autosgm_optax import _base
@@ -43,6 +44,7 @@ def correlation_numerator(
     keep_axes: tuple[int, ...] = (),
     eps: Any = 1e-8,
     dtype: _base.DTypePolicy = None,
+    mask: Optional[Any] = None,
 ) -> _base.AutoSGMBlock:
   r"""Scale by an estimate ``a(t)`` of the optimal learning rate's numerator.
 
@@ -89,6 +91,15 @@ def correlation_numerator(
     eps: the zero-parameter escape constant (1e-10 where eps is 0).
     dtype: dtype of the state buffers: None (the parameters' dtype but at
       least float32), ``"like_params"`` or a dtype.
+    mask: None (estimate every leaf), a tree of bools like (or a prefix of)
+      the parameters, or a callable returning one from the parameters (e.g.
+      :func:`autosgm_optax.default_weight_decay_mask`, which leaves out
+      biases and normalisation scales). Leaves where it is False take the
+      unity numerator ``a = 1`` and keep no estimator state (an empty
+      placeholder array per buffer, so that the state's layout is the
+      parameters'). Read at ``init``: the state then says which leaves
+      are estimated. Under ``optax.inject_hyperparams`` pass a callable
+      through ``static_args``.
 
   Returns:
     An :class:`AutoSGMBlock` for the ``numerator`` slot of
@@ -117,6 +128,11 @@ def correlation_numerator(
       raise ValueError(
           f"smoothing={smoothing!r} needs average=True (it smooths the "
           "per-leaf average); pass smoothing=None with average=False.")
+  if mask is not None and not callable(mask) and not jax.tree.leaves(mask):
+    raise ValueError(f"mask={mask!r} holds no bools: give a tree of bools "
+                     "like the parameters, a callable or None.")
+  if mask is not None and not callable(mask):
+    _check_mask_leaves(mask)
   if not isinstance(keep_axes, tuple) or keep_axes != tuple(
       range(len(keep_axes))):
     raise ValueError(
@@ -141,10 +157,21 @@ def correlation_numerator(
         raise TypeError(
             f"numerator={estimator!r} does not support complex parameters "
             f"(got a leaf of dtype {p.dtype}); use numerator='unity'.")
-    zeros = lambda: _base.zeros_like_tree(params, dtype)
+    estimated = _leaf_mask(mask, params)
 
-    def mean_zeros(p):
+    def placeholder(p):  # a leaf on the unity numerator: no state
+      return jnp.zeros((0,), _base.state_dtype(p.dtype, dtype))
+
+    def zeros():
+      return jax.tree.map(
+          lambda p, m: jnp.zeros_like(
+              p, dtype=_base.state_dtype(p.dtype, dtype)) if m else (
+                  placeholder(p)), params, estimated)
+
+    def mean_zeros(p, m):
       # A mean of zeros like p: the kept axes keep p's sharding.
+      if not m:
+        return placeholder(p)
       zeros = jnp.zeros_like(p, dtype=_base.state_dtype(p.dtype, dtype))
       axes = _average_axes(zeros.ndim, keep_axes)
       return jnp.mean(zeros, axis=axes, keepdims=True) if axes else zeros
@@ -154,10 +181,12 @@ def correlation_numerator(
         c=zeros(),
         w2=zeros() if correlation else None,
         p_abs=zeros() if robust else None,
-        a=jax.tree.map(mean_zeros, params) if average else None,
+        a=jax.tree.map(mean_zeros, params, estimated) if average else None,
     )
 
   def leaf_step(g, vbar, d, w, c, w2, p_abs, a_prev):
+    if _is_placeholder(c, g):  # masked out: the unity numerator
+      return None, c, w2, p_abs, a_prev
     dt = c.dtype
     if estimator == "moment":
       ubar = g if d is None else g / d
@@ -228,15 +257,49 @@ def correlation_numerator(
       info={"explicit_dtype": _base.explicit_dtype(dtype)})
 
 
+def _is_placeholder(c: Any, like: Any) -> bool:
+  """Whether ``c`` is a masked-out leaf's empty placeholder (static: a
+  shape)."""
+  return c.shape == (0,) and jnp.size(like) != 0
+
+
+def _check_mask_leaves(mask: Any) -> None:
+  for leaf in jax.tree.leaves(mask):
+    if not isinstance(leaf, (bool, np.bool_)):
+      raise TypeError(
+          f"mask leaves must be bools (True: estimate the leaf, False: the "
+          f"unity numerator), got {leaf!r} of type {type(leaf).__name__}.")
+
+
+def _leaf_mask(mask: Any, params: Any) -> Any:
+  """A bool per parameter leaf (True: estimated), from ``mask`` (None, a
+  tree of bools like or a prefix of the parameters, or a callable)."""
+  if mask is None:
+    return jax.tree.map(lambda p: True, params)
+  tree = mask(params) if callable(mask) else mask
+  _check_mask_leaves(tree)
+  try:
+    return jax.tree.map(lambda m, sub: jax.tree.map(lambda p: bool(m), sub),
+                        tree, params)
+  except ValueError as e:
+    raise ValueError(
+        "the numerator's mask does not match the parameters: it must be a "
+        f"tree of bools like (or a prefix of) them; got {tree!r} for "
+        f"parameters of structure {jax.tree.structure(params)}.") from e
+
+
 def last_values(state: CorrelationNumeratorState) -> Any:
   """``a(t)`` of the last update, as ``leaf_step`` made it, from the state:
   the (smoothed) per-leaf averages, else the per-element estimates; None for
   the unity numerator."""
-  if state.a is not None:
-    return state.a
   if state.c is None:
     return None
+  # A masked-out leaf's placeholder gives None (a = 1).
+  unmasked = lambda f: lambda c, *rest: None if c.shape == (0,) else f(
+      c, *rest)
+  if state.a is not None:
+    return jax.tree.map(unmasked(lambda c, a: a), state.c, state.a)
   if state.w2 is None:  # the moment estimator
-    return jax.tree.map(lambda c: jnp.minimum(c, 1), state.c)
-  return jax.tree.map(lambda c, w2: jnp.minimum(jnp.abs(c), 1 + w2),
+    return jax.tree.map(unmasked(lambda c: jnp.minimum(c, 1)), state.c)
+  return jax.tree.map(unmasked(lambda c, w2: jnp.minimum(jnp.abs(c), 1 + w2)),
                       state.c, state.w2)

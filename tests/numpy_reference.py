@@ -162,6 +162,7 @@ def reference_run(
     numerator_average: bool = True,
     numerator_smoothing: Optional[float] = 0.1,
     numerator_keep_axes: tuple[int, ...] = (),
+    numerator_mask: Optional[dict[str, bool]] = None,
     huber_k: float = 4.0,
     window: Optional[ScalarOrSchedule] = None,
     weight_decay: ScalarOrSchedule = 0.0,
@@ -191,6 +192,8 @@ def reference_run(
     numerator_average: average ``ahat`` over the leaf (except keep_axes).
     numerator_smoothing: pole of the smoothing of the average, or None.
     numerator_keep_axes: leading axes the average keeps.
+    numerator_mask: None, or a bool per leaf name: leaves with False take
+      the unity numerator ``a = 1``.
     huber_k: the robust clip multiple ``k``.
     window: ``F``, None (1), a number or a function of ``k``.
     weight_decay: ``rho``, a number or a function of ``k``.
@@ -282,6 +285,11 @@ def reference_run(
         a = mean[layout.group]
       else:
         a = ahat
+      if numerator_mask is not None:
+        estimated = layout.flatten(
+            {n: np.full(np.shape(params0[n]), float(numerator_mask[n]))
+             for n in layout.names}) > 0
+        a = np.where(estimated, a, 1.0)
     # 1. the update, the window after the smoothing
     w = w - mu * F * a * (vbar + dec)
     if history:

@@ -23,6 +23,7 @@ EVERY_KEYWORD = dict(
     denominator=True, moment_beta=0.99, eps=1e-7, eps_root=1e-12,
     numerator="robust_correlation", numerator_beta=0.999,
     numerator_average=True, numerator_smoothing=0.2, numerator_keep_axes=(),
+    numerator_mask=asgm.default_weight_decay_mask,
     huber_k=3.0, window=optax.cosine_decay_schedule(1.0, 50),
     weight_decay=optax.linear_schedule(1e-2, 1e-3, 50), decay="decoupled",
     decay_factor=0.5, weight_decay_mask=asgm.default_weight_decay_mask,
@@ -38,7 +39,8 @@ def test_every_keyword_is_covered():
 def test_inject_every_keyword_no_recompile_and_eval_shape():
   params, loss = PROBLEMS["mlp"]()
   tx = optax.inject_hyperparams(
-      asgm.autosgm, static_args=("weight_decay_mask",))(**EVERY_KEYWORD)
+      asgm.autosgm, static_args=("weight_decay_mask", "numerator_mask"))(
+          **EVERY_KEYWORD)
   abstract = jax.eval_shape(tx.init, params)
   state = tx.init(params)
   assert jax.tree.structure(abstract) == jax.tree.structure(state)

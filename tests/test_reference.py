@@ -237,6 +237,9 @@ class RC:
 def _split(config):
   """(library kwargs, reference kwargs) of one configuration."""
   lib, npy = dict(config), dict(config)
+  if callable(config.get("numerator_mask")):  # the reference takes the
+    # bools the callable gives for these parameters
+    npy["numerator_mask"] = config["numerator_mask"](PARAMS0)
   if isinstance(config.get("window"), RC):
     lib["window"] = config["window"].library()
     npy["window"] = config["window"].numpy()
@@ -285,6 +288,19 @@ CONFIGS = {
     **_numerator_configs(),
     # filter designs
     "gamma0-correlation": _cfg(gamma=0.0, numerator="correlation"),
+    # numerator masks: some leaves on the unity numerator
+    "correlation-mask-tree": _cfg(
+        numerator="correlation", weight_decay=0.05,
+        numerator_mask={"w1": True, "b1": False, "stack": True, "w2": False,
+                        "x": True, "r": False}),
+    "robust-mask-callable-no_avg": _cfg(
+        numerator="robust_correlation", numerator_average=False,
+        numerator_smoothing=None,
+        numerator_mask=asgm.default_weight_decay_mask),
+    "moment-mask-keep0": _cfg(
+        numerator="moment", numerator_keep_axes=(0,),
+        numerator_mask={"w1": False, "b1": True, "stack": True, "w2": True,
+                        "x": False, "r": True}),
     "gamma-0.9-robust": _cfg(gamma=-0.9, numerator="robust_correlation"),
     "nag": dict(learning_rate=0.01, debias=False, denominator=False,
                 **NESTEROV),
@@ -483,6 +499,19 @@ def test_comparison_detects_numerator_seeing_decay(enable_x64):
   assert ref.relative_error(got, _reference_run(**config)) <= TOL
   wrong = _reference_run(numerator_sees_decay=True, **config)
   assert ref.relative_error(got, wrong) > 10 * TOL
+
+
+def test_comparison_detects_an_ignored_or_inverted_mask(enable_x64):
+  """The masked leaves really take a = 1: the reference without the mask,
+  or with it inverted, is far from the library's masked run."""
+  config = CONFIGS["correlation-mask-tree"]
+  got = RUNS["correlation-mask-tree"]
+  assert ref.relative_error(got, _reference_run(**config)) <= TOL
+  unmasked = dict(config, numerator_mask=None)
+  assert ref.relative_error(got, _reference_run(**unmasked)) > 10 * TOL
+  inverted = dict(config, numerator_mask={
+      k: not v for k, v in config["numerator_mask"].items()})
+  assert ref.relative_error(got, _reference_run(**inverted)) > 10 * TOL
 
 
 def test_comparison_detects_a_different_zero(enable_x64):
