@@ -38,13 +38,20 @@ default_weight_decay_mask``; skipped with a message while ``autosgm`` has
 no ``numerator_mask`` keyword). ``unity_g0`` is AdamW in AutoSGM's form: it
 must track ``adamw`` (a check of the harness).
 
-Two phases per task: the grid phase runs ``adamw``, ``unity_g0``,
+Three phases per task: the grid phase runs ``adamw``, ``unity_g0``,
 ``unity_g0.5528``, ``corr_g0`` and ``corr_g0.5528`` on a log grid of 7
-learning rates from 1e-4 to 3e-1; the "at best lr" phase runs every other
+learning rates from 1e-4 to 3e-1 (0.58 decades apart); the refinement adds,
+for each of them, the two geometric midpoints between its best coarse rate
+(on validation) and its neighbours; the "at best lr" phase runs every other
 configuration at the best validation learning rate of its numerator's
 tuned configurations (unity: the better of ``unity_g0`` /
 ``unity_g0.5528``; the correlation, robust, moment and masked ones: the
-better of ``corr_g0`` / ``corr_g0.5528``).
+better of ``corr_g0`` / ``corr_g0.5528``), dropping its records at an
+earlier best rate when more seeds or the refinement moved the best. Then
+the best AutoSGM run on validation (charlm, or ``--task``) is trained once
+more, seed 0, with ``diagnostics="summary", diagnostics_every=5``, and its
+learning dynamics are drawn by ``autosgm_optax.plot_dynamics`` into
+``docs/convergence_dynamics.png`` (``<out>/`` with ``--quick``).
 
 Each (task, configuration, learning rate) is one jitted training call: the
 seeds (initialisations and data orders) are batched by ``jax.vmap`` and the
@@ -59,7 +66,10 @@ numerator, mask) serves every learning rate and every gamma: 6 programs per
 task. Seed ``s`` has the same initial weights and data order for every
 configuration. Diverged runs are recorded with ``diverged: true`` and null
 losses. ``wall_s`` is the call's time (compilation included for the first
-call of a program) divided by its number of seeds.
+call of a program and shape) divided by its number of seeds;
+``train_s_call`` the call's training alone (compiled ahead of time, so no
+compilation; no evaluation), ``compile_s_call`` its compilation (0 when an
+earlier call compiled it) and ``seeds_in_call`` the seeds batched in it.
 
 Sizes (full / ``--quick``):
 
@@ -76,13 +86,14 @@ Sizes (full / ``--quick``):
 - quadratic: dimension 100 (one 10 x 10 "kernel" leaf), batch 8, noise
   sigma 0.5, 5000 steps. Quick: 100 steps.
 
-The quick run uses 1 seed and the rates 3e-3 and 3e-2, and compiles
+The full run uses 5 seeds; the quick run 1 seed and the rates 3e-3 and
+3e-2 (no refinement), and compiles
 without XLA's CPU fusion emitters and with LLVM's optimisation level 0
 (XLA_FLAGS, QUICK_XLA_FLAGS), which cuts XLA's compile time about 5x; the
 full run keeps XLA's defaults.
 
 Usage:
-  python benchmarks/convergence.py           # the full grid, 25-35 min
+  python benchmarks/convergence.py           # the full grid, 5 seeds
   python benchmarks/convergence.py --quick   # every task and configuration
   python benchmarks/convergence.py --tasks charlm --seeds 5
   python benchmarks/convergence.py --report [--out DIR] [--docs DIR]
@@ -137,11 +148,14 @@ TUNED_GAMMA = 0.5528
 LR_GRID = tuple(float(f"{v:.3g}")
                 for v in np.logspace(-4, math.log10(3e-1), 7))
 QUICK_LR_GRID = (3e-3, 3e-2)
+#: The refinement around each grid configuration's best coarse rate: the
+#: geometric midpoints to its neighbours (half the grid's 0.58 decades).
+REFINE_STEP = math.sqrt(LR_GRID[1] / LR_GRID[0])
 N_EVAL = 20
 #: XLA flags of the quick run (compile time; see main).
 QUICK_XLA_FLAGS = ("--xla_backend_optimization_level=0",
                    "--xla_cpu_use_fusion_emitters=false")
-DEFAULT_SEEDS = 3
+DEFAULT_SEEDS = 5
 
 
 # ----------------------------------------------------------------------------
@@ -224,9 +238,12 @@ def configurations() -> list[Config]:
 
 
 def make_optimizer(config: Config, learning_rate: Any, gamma: Any,
-                   steps: int) -> optax.GradientTransformation:
+                   steps: int, **diagnostics: Any
+                   ) -> optax.GradientTransformation:
   """The optimizer of ``config``; ``learning_rate`` and ``gamma`` may be
-  traced (one compiled program serves every rate and zero)."""
+  traced (one compiled program serves every rate and zero).
+  ``diagnostics`` (``diagnostics=``, ``diagnostics_every=``) go to
+  ``autosgm``."""
   if config.family == "adamw":
     return optax.adamw(optax.cosine_decay_schedule(learning_rate, steps),
                        weight_decay=WEIGHT_DECAY)
@@ -236,7 +253,7 @@ def make_optimizer(config: Config, learning_rate: Any, gamma: Any,
   return asgm.autosgm(
       learning_rate, beta=BETA, gamma=gamma, numerator=config.family,
       window=asgm.raised_cosine_window(steps, floor=0.0),
-      weight_decay=WEIGHT_DECAY, **extra)
+      weight_decay=WEIGHT_DECAY, **extra, **diagnostics)
 
 
 # ----------------------------------------------------------------------------
@@ -678,6 +695,19 @@ def _finite(x: float) -> Optional[float]:
   return float(x) if math.isfinite(float(x)) else None
 
 
+_COMPILED: dict[Any, Any] = {}
+
+
+def _compiled(trainer: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+  """``trainer`` compiled for ``args``' shapes (once per trainer and
+  shapes), so that a call's training time excludes compilation."""
+  shapes = jax.tree.map(lambda a: (np.shape(a), str(getattr(a, "dtype", type(a)))), args)
+  key = (id(trainer), str(shapes))
+  if key not in _COMPILED:
+    _COMPILED[key] = (trainer, trainer.lower(*args).compile())
+  return _COMPILED[key][1]
+
+
 def run_point(task: Task, trainer: Callable[..., Any],
               evaluator: Callable[..., Any], data: Any, config: Config,
               learning_rate: float, seeds: Sequence[int],
@@ -688,9 +718,14 @@ def run_point(task: Task, trainer: Callable[..., Any],
   params = _stack([task.init(s) for s in seeds])
   orders = np.stack([task.order(s) for s in seeds])
   gamma = 0.0 if config.gamma is None else config.gamma
-  train_curve, snapshots = trainer(params, orders, data,
-                                   jnp.float32(learning_rate),
-                                   jnp.float32(gamma))
+  args = (params, orders, data, jnp.float32(learning_rate),
+          jnp.float32(gamma))
+  compile_start = time.perf_counter()
+  compiled = _compiled(trainer, args)
+  train_start = time.perf_counter()
+  train_curve, snapshots = jax.block_until_ready(compiled(*args))
+  train_s = time.perf_counter() - train_start
+  compile_s = train_start - compile_start
   valid_curve, final = evaluator(params, snapshots, data)
   train_curve, valid_curve, final = jax.device_get(
       (train_curve, valid_curve, final))
@@ -724,6 +759,9 @@ def run_point(task: Task, trainer: Callable[..., Any],
         "steps": task.steps,
         "wall_s": wall / len(seeds),
         "wall_s_call": wall,
+        "train_s_call": train_s,
+        "compile_s_call": compile_s,
+        "seeds_in_call": len(seeds),
         "setting": setting,
         "size": task.size,
         "train_curve": [[s, _finite(v)] for s, v in zip(train_steps,
@@ -796,8 +834,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument("--docs", default=DEFAULT_DOCS,
                       help="where --report writes its plots (default docs/)")
   parser.add_argument("--task", default=None,
-                      help="with --report: the task of the gamma panels "
-                           "(default charlm)")
+                      help="the task of the gamma panels (--report) and of "
+                           "the learning-dynamics plot (default charlm)")
   parser.add_argument("--no-progress", action="store_true",
                       help="hide the progress bar")
   args = parser.parse_args(argv)
@@ -813,6 +851,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   if args.out is None:
     args.out = DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT
   return args
+
+
+def refined_rates(records: Sequence[dict[str, Any]], task: str,
+                  optimizer: str, higher: bool,
+                  seeds: Sequence[int]) -> list[float]:
+  """The geometric midpoints between ``optimizer``'s best coarse-grid rate
+  (on validation) and its grid neighbours (one at an end of the grid)."""
+  coarse = [r for r in records
+            if float(f"{r['learning_rate']:.3g}") in LR_GRID]
+  found = best_learning_rate(coarse, task, [optimizer], higher, seeds)
+  if found is None:
+    return []
+  lr = found[1]
+  out = []
+  if lr > LR_GRID[0] * 1.001:
+    out.append(float(f"{lr / REFINE_STEP:.3g}"))
+  if lr < LR_GRID[-1] / 1.001:
+    out.append(float(f"{lr * REFINE_STEP:.3g}"))
+  return out
 
 
 def train_all(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -834,7 +891,8 @@ def train_all(args: argparse.Namespace) -> list[dict[str, Any]]:
   rest = [c for c in configs if not c.grid]
   lrs = QUICK_LR_GRID if args.quick else LR_GRID
   seeds = list(range(args.seeds))
-  total = len(args.tasks) * (len(grid) * len(lrs) + len(rest))
+  refine = 0 if args.quick else 2
+  total = len(args.tasks) * (len(grid) * (len(lrs) + refine) + len(rest))
   bar = tqdm(total=total, desc="convergence", unit="point",
              disable=args.no_progress, dynamic_ncols=True)
   for name in args.tasks:
@@ -867,10 +925,13 @@ def train_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                   f"({len(new)} seeds, {first['wall_s_call']:.1f}s)")
       bar.update(1)
 
+    higher = TASKS[name].higher_is_better
     for config in grid:
       for lr in lrs:
         point(config, lr)
-    higher = TASKS[name].higher_is_better
+      if not args.quick:
+        for lr in refined_rates(records, name, config.name, higher, seeds):
+          point(config, lr)
     best = {}
     for family in ("unity", "correlation"):
       tuned = [c.name for c in grid if c.family == family]
@@ -880,9 +941,103 @@ def train_all(args: argparse.Namespace) -> list[dict[str, Any]]:
       if found is None:
         bar.update(1)
         continue
+      # An untuned configuration runs at its numerator's best rate only:
+      # records at an earlier best (before more seeds or the refinement
+      # moved it) are dropped.
+      stale = [r for r in records
+               if r["task"] == name and r["optimizer"] == config.name
+               and f"{r['learning_rate']:.6e}" != f"{found[1]:.6e}"]
+      if stale:
+        bar.write(f"{name:<9} {config.name:<20} dropping {len(stale)} "
+                  "records at an earlier best rate")
+        records[:] = [r for r in records if r not in stale]
+        done.difference_update(record_key(r) for r in stale)
+        save_results(path, records)
       point(config, found[1])
   bar.close()
   return records
+
+
+# ----------------------------------------------------------------------------
+# The learning dynamics of the best run.
+
+#: Diagnostics cadence of the dynamics run (updates between records).
+DYNAMICS_EVERY = 5
+#: The leaves the dynamics plot draws where present (charlm's embedding, an
+#: attention and an MLP kernel, a zero-initialised bias, a norm scale, the
+#: head; all leaves for another task).
+DYNAMICS_LEAVES = ("embed/embedding", "blocks/0/qkv/kernel",
+                   "blocks/1/fc/kernel", "blocks/1/fc/bias", "ln/scale",
+                   "head/kernel")
+
+
+def best_autosgm(records: Sequence[dict[str, Any]], task: str
+                 ) -> Optional[tuple[Config, float]]:
+  """The AutoSGM configuration and rate with the best mean validation
+  metric on ``task`` (every configuration but AdamW, every rate run)."""
+  configs = {c.name: c for c in configurations() if c.family != "adamw"}
+  higher = TASKS[task].higher_is_better
+  found = best_learning_rate(records, task, list(configs), higher)
+  return None if found is None else (configs[found[0]], found[1])
+
+
+def dynamics_run(task: Task, config: Config, learning_rate: float,
+                 seed: int = 0, every: int = DYNAMICS_EVERY) -> list[Any]:
+  """Trains ``config`` on ``task`` (one seed, the grid run's initial weights
+  and data order) with ``diagnostics="summary", diagnostics_every=every``
+  and returns ``learning_dynamics(state)[""]`` after every update: the
+  history :func:`autosgm_optax.plot_dynamics` draws."""
+  gamma = 0.0 if config.gamma is None else config.gamma
+  tx = make_optimizer(config, learning_rate, gamma, task.steps,
+                      diagnostics="summary", diagnostics_every=every)
+  data = task.data()
+  grad_fn = jax.value_and_grad(task.loss)
+
+  @jax.jit
+  def step(params, state, x_t):
+    _, grads = grad_fn(params, data, x_t)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    return params, state, asgm.learning_dynamics(state)[""]
+
+  params = task.init(seed)
+  state = tx.init(params)
+  order = task.order(seed)
+  history = []
+  for t in range(task.steps):
+    x_t = jax.tree.map(lambda a, t=t: a[t], order)
+    params, state, dynamics = step(params, state, x_t)
+    if (t + 1) % every == 0:
+      history.append(jax.device_get(dynamics))
+  return history
+
+
+def plot_best_dynamics(records: Sequence[dict[str, Any]], task_name: str,
+                       path: str, quick: bool = False) -> Optional[str]:
+  """Draws the learning dynamics of the best AutoSGM run of ``task_name``
+  into ``path``; returns a line saying which run it is (None without
+  records)."""
+  found = best_autosgm(records, task_name)
+  if found is None:
+    return None
+  config, lr = found
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  history = dynamics_run(TASKS[task_name](quick), config, lr)
+  title = (f"{task_name}: {config.name} at mu = {lr:.3g} (best AutoSGM "
+           f"run on validation), seed 0")
+  names = set()
+  if history:
+    for keys, _ in jax.tree_util.tree_flatten_with_path(
+        history[0].alpha.sup)[0]:
+      names.add("/".join(str(getattr(k, "key", getattr(k, "idx", getattr(
+          k, "name", k)))) for k in keys))
+  leaves = [n for n in DYNAMICS_LEAVES if n in names] or None
+  fig = asgm.plot_dynamics(history, title=title, leaves=leaves)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return f"{title}: {len(history)} records -> {path}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -906,7 +1061,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
           f"{os.cpu_count()} CPUs; tasks {','.join(args.tasks)}; "
           f"{args.seeds} seed(s); {'quick' if args.quick else 'full'} grid; "
           f"results in {os.path.join(args.out, 'results.json')}", flush=True)
-    train_all(args)
+    records = train_all(args)
+    chosen = args.task or ("charlm" if "charlm" in args.tasks
+                           else args.tasks[0])
+    where = args.out if args.quick else args.docs
+    line = plot_best_dynamics(
+        records, chosen, os.path.join(where, "convergence_dynamics.png"),
+        quick=args.quick)
+    if line:
+      print(f"learning dynamics: {line}", flush=True)
   print(f"command: {command}")
   print(f"total time: {time.perf_counter() - start:.1f}s")
 

@@ -21,7 +21,12 @@ Reads ``<out>/results.json`` (no training, no JAX) and, for each task:
   evaluation point where a configuration's mean validation curve (over
   seeds, at its best validation rate) is at least as good as AdamW's mean
   curve at its last point (the same measurement; for charlm the curve is
-  taken on a fixed subset of the validation windows).
+  taken on a fixed subset of the validation windows), and the wall time
+  of those steps: the steps times the configuration's training seconds per
+  step and seed (the median over its calls of a call's training time,
+  compiled ahead and without evaluation, over its steps and its batched
+  seeds; seeds batched by ``jax.vmap`` share the machine, so this is the
+  cost of a step within the batch, for comparing configurations).
 
 Plots (matplotlib, Agg) written to ``--docs`` (default ``docs/``):
 
@@ -184,17 +189,24 @@ class TaskResults:
 
   def paired(self, optimizer: str, lr: float) -> tuple[float, float, int]:
     """The test metric against tuned AdamW's, paired over the seeds both
-    have (a seed has the same initial weights and data order for every
-    configuration): mean and 95% half-width of the difference (of the log
-    ratio for the quadratic's loss), and the number of pairs."""
+    have (see :meth:`paired_with`)."""
     adamw_lr = self.best("adamw") if "adamw" in self.optimizers else None
     if adamw_lr is None:
       return math.nan, math.nan, 0
-    base = {r["seed"]: r["final_test_metric"]
-            for r in self.points[("adamw", adamw_lr)]}
+    return self.paired_with(optimizer, lr, "adamw", adamw_lr)
+
+  def paired_with(self, optimizer: str, lr: float, base: str,
+                  base_lr: float) -> tuple[float, float, int]:
+    """``optimizer`` at ``lr`` against ``base`` at ``base_lr``, paired over
+    the seeds both have (a seed has the same initial weights and data order
+    for every configuration): mean and 95% half-width of the difference of
+    the test metrics (of the log ratio for the quadratic's loss), and the
+    number of pairs."""
+    reference = {r["seed"]: r["final_test_metric"]
+                 for r in self.points[(base, base_lr)]}
     diffs = []
     for r in self.points[(optimizer, lr)]:
-      a, b = base.get(r["seed"]), r["final_test_metric"]
+      a, b = reference.get(r["seed"]), r["final_test_metric"]
       if a is None or b is None:
         continue
       if TOLERANCE.get(self.metric, ("abs",))[0] == "factor":
@@ -241,6 +253,17 @@ class TaskResults:
       hi += 1
     return math.log10(rates[hi] / rates[lo]), (rates[lo], rates[hi])
 
+  def step_seconds(self, optimizer: str) -> float:
+    """Training seconds per step and seed of ``optimizer``: the median over
+    its calls of the call's training time (compiled ahead, no evaluation)
+    over its steps and its batched seeds; NaN without timed calls."""
+    calls = {(r["learning_rate"], r["train_s_call"], r["seeds_in_call"])
+             for r in self.records
+             if r["optimizer"] == optimizer and "train_s_call" in r}
+    if not calls:
+      return math.nan
+    return float(np.median([t / (self.steps * n) for _, t, n in calls]))
+
   def target(self) -> Optional[float]:
     """Tuned AdamW's mean validation curve at its last point."""
     lr = self.best("adamw") if "adamw" in self.optimizers else None
@@ -286,6 +309,57 @@ def _fmt_ci(metric: str, mean: float, half: float) -> str:
   return f"{_fmt(metric, mean)} ± {_fmt(metric, half)}"
 
 
+#: The paired comparisons of the claims: (claim, label, configuration,
+#: baseline); a name ``best:<family>`` is that family's best tuned
+#: configuration. Each at its own best validation rate.
+CLAIMS = (
+    ("1 (gamma)", "unity: gamma 0.5528 - gamma 0", "unity_g0.5528",
+     "unity_g0"),
+    ("1 (gamma)", "correlation: gamma 0.5528 - gamma 0", "corr_g0.5528",
+     "corr_g0"),
+    ("2 (numerator)", "best correlation - best unity", "best:correlation",
+     "best:unity"),
+    ("2 (numerator)", "at gamma 0.5528: correlation - unity",
+     "corr_g0.5528", "unity_g0.5528"),
+    ("mask", "correlation at gamma 0.5528: masked - unmasked",
+     "corr_g0.5528_masked", "corr_g0.5528"),
+)
+
+
+def claim_table(tr: TaskResults) -> Optional[str]:
+  """The claims' paired differences on one task, as a Markdown table."""
+  def resolve(name: str) -> Optional[tuple[str, float]]:
+    if name.startswith("best:"):
+      return tr.best_of(TUNED[name[5:]])
+    if name not in tr.optimizers:
+      return None
+    lr = tr.best(name)
+    return None if lr is None else (name, lr)
+
+  rows, seen = [], set()
+  for claim, label, a, b in CLAIMS:
+    first, second = resolve(a), resolve(b)
+    if first is None or second is None or (first, second) in seen:
+      continue  # (best correlation - best unity may be the next row's)
+    seen.add((first, second))
+    mean, half, n = tr.paired_with(*first, *second)
+    lo, hi = mean - half, mean + half
+    if not math.isfinite(half):
+      verdict = "n/a"
+    elif lo > 0 or hi < 0:
+      better = (mean > 0) == tr.higher
+      verdict = (f"{first[0]} better" if better else f"{second[0]} better")
+    else:
+      verdict = "no difference"
+    rows.append([claim, label, f"{first[0]} @ {first[1]:.3g}",
+                 f"{second[0]} @ {second[1]:.3g}",
+                 _fmt_paired(tr, mean, half, n), str(n), verdict])
+  if not rows:
+    return None
+  return _markdown(["claim", "comparison", "configuration", "baseline",
+                    "difference (paired, 95% CI)", "pairs", "verdict"], rows)
+
+
 def _fmt_paired(tr: TaskResults, mean: float, half: float, n: int) -> str:
   if n == 0 or not math.isfinite(mean):
     return "n/a"
@@ -315,6 +389,9 @@ def _row(tr: TaskResults, label: str, optimizer: str, lr: float,
     width_s = "(not tuned)"
   steps = tr.steps_to(optimizer, lr, target)
   steps_s = "not reached" if steps is None else f"{steps} / {tr.steps}"
+  per_step = tr.step_seconds(optimizer)
+  if steps is not None and math.isfinite(per_step):
+    steps_s += f" ({steps * per_step:.2f} s)"
   return [label, f"{lr:.3g}", _fmt_ci(tr.metric, mean, half), str(n),
           _fmt_paired(tr, *tr.paired(optimizer, lr)),
           _fmt(tr.metric, tr.mean(optimizer, lr, "final_valid_metric")),
@@ -325,7 +402,8 @@ def _row(tr: TaskResults, label: str, optimizer: str, lr: float,
 HEADER = ["configuration", "lr (best valid)", "test {metric} (mean ± 95% CI)",
           "seeds", "vs tuned AdamW (paired, 95% CI)", "valid {metric}",
           "final train loss",
-          "lr range within tol. (decades)", "steps to AdamW's valid"]
+          "lr range within tol. (decades)",
+          "steps (wall time) to AdamW's valid"]
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -381,6 +459,11 @@ def task_tables(tr: TaskResults) -> str:
     if lr is not None:
       rows.append(_row(tr, o, o, lr, target))
   out.append(_markdown(header, rows))
+  claims = claim_table(tr)
+  if claims is not None:
+    out += ["", "The claims, paired over seeds, each configuration at its "
+            "own best validation rate (a difference is called only where "
+            "the interval excludes 0):", "", claims]
   if any(tr.grid(o) for o in tr.optimizers):
     out += ["", "Mean test metric on the learning-rate grid:", ""]
     grid = [o for o in tr.optimizers if tr.grid(o)]
@@ -432,7 +515,9 @@ def plot_lr(tasks: Sequence[TaskResults], path: str) -> None:
         ax.plot([best], [scale * m], "o", ms=9, mfc="none", color=f"C{k}")
       finite += [scale * m for m in means if math.isfinite(m)]
     ax.set_xscale("log")
-    rates = sorted({lr for o in grid for lr in tr.rates(o)})
+    # Ticks at the rates every grid configuration ran (the coarse grid; the
+    # refined points between are drawn, not labelled).
+    rates = sorted(set.intersection(*(set(tr.rates(o)) for o in grid)))
     ax.set_xticks(rates, [f"{lr:.2g}" for lr in rates])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("learning rate (peak)")
