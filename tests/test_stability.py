@@ -12,10 +12,10 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
-from autosgm_optax._stability import Finding
-from autosgm_optax._stability import check_stability
-from autosgm_optax._stability import history_table
-from autosgm_optax._stability import stability_conditions
+from autosgm_optax.analysis._stability import Finding
+from autosgm_optax.analysis._stability import check_stability
+from autosgm_optax.analysis._stability import history_table
+from autosgm_optax.analysis._stability import stability_conditions
 from conftest import PROBLEMS
 
 BETA = 0.9

@@ -1,7 +1,7 @@
 r"""Stability of the learning dynamics: conditions and a check of a history.
 
 Every AutoSGM update is the first-order linear time-varying filter
-(docs/algorithm.md, section 7, :mod:`autosgm_optax._diagnostics`)
+(docs/algorithm.md, section 7, :mod:`autosgm_optax._src.diagnostics`)
 
 .. math::
   \Delta w(t+1) = \beta\, r(t)\, \Delta w(t) + \eta\, \alpha(t)\, e(t),
@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosgm_optax import _base
+from autosgm_optax._src import base as _base
 
 #: Relative level (of its peak) below which ``mu F`` counts as annealed to 0.
 ANNEAL_TOL = 1e-6
@@ -202,7 +202,7 @@ def stability_conditions(
 
   Example:
     >>> import autosgm_optax as asgm
-    >>> from autosgm_optax._stability import stability_conditions
+    >>> from autosgm_optax.analysis._stability import stability_conditions
     >>> c = stability_conditions(
     ...     0.9, learning_rate=1e-3,
     ...     window=asgm.raised_cosine_window(100), horizon=100)
@@ -641,7 +641,7 @@ def check_stability(
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> import autosgm_optax as asgm
-    >>> from autosgm_optax._stability import check_stability
+    >>> from autosgm_optax.analysis._stability import check_stability
     >>> schedule = optax.warmup_cosine_decay_schedule(0.0, 0.05, 10, 40)
     >>> tx = asgm.autosgm(schedule, diagnostics="summary")
     >>> loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)

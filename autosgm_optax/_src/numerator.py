@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosgm_optax import _base
+from autosgm_optax._src import base as _base
 
 ESTIMATORS = ("unity", "moment", "correlation", "robust_correlation")
 
