@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
-from autosgm_optax.analysis._stability import check_stability
+from autosgm_optax.analysis import check_stability
 from conftest import PROBLEMS, relative_error
 
 STEPS = 12

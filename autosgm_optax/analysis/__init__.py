@@ -11,11 +11,11 @@ dependency). The names are also importable from :mod:`autosgm_optax`.
 
 from autosgm_optax.analysis._plotting import plot_dynamics
 from autosgm_optax.analysis._plotting import plot_windows
-from autosgm_optax.analysis._stability import Finding
-from autosgm_optax.analysis._stability import StabilityConditions
-from autosgm_optax.analysis._stability import StabilityReport
-from autosgm_optax.analysis._stability import check_stability
-from autosgm_optax.analysis._stability import stability_conditions
+from autosgm_optax.analysis._check import Finding
+from autosgm_optax.analysis._check import StabilityReport
+from autosgm_optax.analysis._check import check_stability
+from autosgm_optax.analysis._conditions import StabilityConditions
+from autosgm_optax.analysis._conditions import stability_conditions
 
 __all__ = (
     "Finding",

@@ -12,6 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from autosgm_optax.analysis._history import history_table
+from autosgm_optax.analysis._history import recorded_steps
+
 if TYPE_CHECKING:  # pragma: no cover
   import matplotlib.axes
   import matplotlib.figure
@@ -243,8 +246,6 @@ def plot_dynamics(
     >>> plt.close(fig)
   """
   _import_matplotlib("plot_dynamics")
-  # pylint: disable-next=import-outside-toplevel
-  from autosgm_optax.analysis._stability import history_table, recorded_steps
   history = list(history)
   if not history:
     raise ValueError("history is empty: record learning_dynamics(state)[path] "
