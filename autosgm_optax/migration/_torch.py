@@ -203,7 +203,7 @@ def torch_config_kwargs(
 
   Deliberate differences from the original (details in the module's
   documentation): the exact debias and first-step gain; eps outside the
-  square root (of order eps/|g|); repeat_eps ignored; the denominator always
+  square root (of order ``eps/|g|``); repeat_eps ignored; the denominator always
   debiased, apart from the filter; the numerator without the decoupled-decay
   term; mu applied last; the staircase for every shape; working Kronecker
   ordering; the normalised late sigmoid; epoch windows that never go
@@ -324,7 +324,7 @@ def from_torch_config(
   has no defect, and up to eps placement.
 
   Deliberate differences from the original: the exact debias and first-step
-  gain; eps outside the square root (of order eps/|g|); repeat_eps ignored;
+  gain; eps outside the square root (of order ``eps/|g|``); repeat_eps ignored;
   the denominator always debiased, apart from the filter; the numerator
   without the decoupled-decay term; mu applied last; the staircase for every
   shape; working Kronecker ordering; the normalised late sigmoid; epoch
