@@ -1,49 +1,53 @@
 """AutoSGM for Optax: one lowpass filter and one iteration-dependent learning
 rate that contain heavy ball, Nesterov and Adam as exact special cases."""
 
+from autosgm_optax import analysis
+from autosgm_optax import migration
 from autosgm_optax import presets
-from autosgm_optax._autosgm import ScaleByAutoSGMState
-from autosgm_optax._autosgm import autosgm
-from autosgm_optax._autosgm import scale_by_autosgm
-from autosgm_optax._base import AutoSGMBlock
-from autosgm_optax._base import LIKE_PARAMS
-from autosgm_optax._decay import WeightDecayState
-from autosgm_optax._decay import coupled_decay
-from autosgm_optax._decay import decoupled_decay
-from autosgm_optax._decay import default_weight_decay_mask
-from autosgm_optax._denominator import MomentDenominatorState
-from autosgm_optax._denominator import moment_denominator
-from autosgm_optax._filter import LowpassFilterState
-from autosgm_optax._filter import lowpass_filter
-from autosgm_optax._learning_rate import ScaleByLearningRateState
-from autosgm_optax._migration import from_torch_config
-from autosgm_optax._migration import torch_config_kwargs
-from autosgm_optax._learning_rate import scale_by_learning_rate
-from autosgm_optax._numerator import CorrelationNumeratorState
-from autosgm_optax._numerator import correlation_numerator
-from autosgm_optax._plotting import plot_dynamics
-from autosgm_optax._plotting import plot_windows
-from autosgm_optax._diagnostics import DiagnosticsState
-from autosgm_optax._diagnostics import Summary
-from autosgm_optax._readers import Dynamics
-from autosgm_optax._readers import effective_learning_rate
-from autosgm_optax._readers import effective_learning_rates
-from autosgm_optax._readers import learning_dynamics
-from autosgm_optax._readers import numerator_values
-from autosgm_optax._stability import Finding
-from autosgm_optax._stability import StabilityConditions
-from autosgm_optax._stability import StabilityReport
-from autosgm_optax._stability import check_stability
-from autosgm_optax._stability import stability_conditions
-from autosgm_optax._window import WindowState
-from autosgm_optax._window import raised_cosine_schedule
-from autosgm_optax._window import raised_cosine_window
-from autosgm_optax._window import scale_by_window
-from autosgm_optax._window import window_schedule
+from autosgm_optax._src.alias import autosgm
+from autosgm_optax._src.base import LIKE_PARAMS
+from autosgm_optax._src.base import AutoSGMBlock
+from autosgm_optax._src.combinator import ScaleByAutoSGMState
+from autosgm_optax._src.combinator import scale_by_autosgm
+from autosgm_optax._src.decay import WeightDecayState
+from autosgm_optax._src.decay import coupled_decay
+from autosgm_optax._src.decay import decoupled_decay
+from autosgm_optax._src.decay import default_weight_decay_mask
+from autosgm_optax._src.denominator import MomentDenominatorState
+from autosgm_optax._src.denominator import moment_denominator
+from autosgm_optax._src.diagnostics import DiagnosticsState
+from autosgm_optax._src.diagnostics import Summary
+from autosgm_optax._src.learning_rate import ScaleByLearningRateState
+from autosgm_optax._src.learning_rate import scale_by_learning_rate
+from autosgm_optax._src.lowpass import LowpassFilterState
+from autosgm_optax._src.lowpass import lowpass_filter
+from autosgm_optax._src.numerator import CorrelationNumeratorState
+from autosgm_optax._src.numerator import correlation_numerator
+from autosgm_optax._src.readers import Dynamics
+from autosgm_optax._src.readers import effective_learning_rate
+from autosgm_optax._src.readers import effective_learning_rates
+from autosgm_optax._src.readers import learning_dynamics
+from autosgm_optax._src.readers import numerator_values
+from autosgm_optax._src.window import WindowState
+from autosgm_optax._src.window import raised_cosine_schedule
+from autosgm_optax._src.window import raised_cosine_window
+from autosgm_optax._src.window import scale_by_window
+from autosgm_optax._src.window import window_schedule
+from autosgm_optax.analysis import Finding
+from autosgm_optax.analysis import StabilityConditions
+from autosgm_optax.analysis import StabilityReport
+from autosgm_optax.analysis import check_stability
+from autosgm_optax.analysis import plot_dynamics
+from autosgm_optax.analysis import plot_windows
+from autosgm_optax.analysis import stability_conditions
+from autosgm_optax.migration import from_torch_config
+from autosgm_optax.migration import torch_config_kwargs
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "analysis",
+    "migration",
     "AutoSGMBlock",
     "CorrelationNumeratorState",
     "DiagnosticsState",

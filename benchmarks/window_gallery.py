@@ -1,7 +1,7 @@
 """Gallery of windows F(step) (docs/algorithm.md, section 5): the README's
 docs/windows.png.
 
-Each panel is drawn by ``autosgm_optax._plotting.plot_windows`` from
+Each panel is drawn by ``autosgm_optax.analysis._plotting.plot_windows`` from
 ``window_schedule`` (frame length 100 steps unless stated):
 
 1. the seven shapes as half windows with floor 0.1;
@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from autosgm_optax import window_schedule  # pylint: disable=g-import-not-at-top
-from autosgm_optax._plotting import plot_windows  # pylint: disable=g-import-not-at-top
+from autosgm_optax.analysis._plotting import plot_windows  # pylint: disable=g-import-not-at-top
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_OUT = os.path.join(_ROOT, "docs", "windows.png")

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
+from autosgm_optax._src import lowpass
 from conftest import PROBLEMS, assert_bitwise_equal, run
 
 
@@ -55,7 +56,7 @@ def test_filter_debias_divisor_closed_form():
     # unit DC gain: s(t) = 1 - (1 - eta) beta^(t-1) (docs/algorithm.md,
     # section 2)
     assert np.isclose(s, 1 - (1 - eta) * beta**(t - 1))
-    got = asgm._filter.debias_divisor(jnp.int32(t), beta, gamma, eta)
+    got = lowpass.debias_divisor(jnp.int32(t), beta, gamma, eta)
     np.testing.assert_allclose(float(got), s, rtol=1e-6)
 
 

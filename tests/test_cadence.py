@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
-from autosgm_optax._stability import check_stability
+from autosgm_optax.analysis import check_stability
 from conftest import PROBLEMS, relative_error
 
 STEPS = 12
@@ -243,7 +243,7 @@ def test_stability_and_plot_read_a_history_with_gaps():
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  from autosgm_optax._plotting import plot_dynamics  # pylint: disable=import-outside-toplevel
+  from autosgm_optax.analysis._plotting import plot_dynamics  # pylint: disable=import-outside-toplevel
   fig = plot_dynamics(histories[4])
   x = fig.axes[0].get_lines()[0].get_xdata()
   np.testing.assert_array_equal(x, np.arange(4, 41, 4))
@@ -262,7 +262,7 @@ def test_stability_and_plot_read_a_history_with_gaps():
         "moment_per_element", "window"])
 def test_block_last_is_the_factor_of_the_last_update(block):
   # What the summary level reads instead of keeping alpha(t-1).
-  from autosgm_optax import _base  # pylint: disable=import-outside-toplevel
+  from autosgm_optax._src import base as _base  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
   state = block.init(params)

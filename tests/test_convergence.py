@@ -9,7 +9,6 @@ must contain.
 import importlib.util
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys

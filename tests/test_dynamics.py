@@ -193,7 +193,7 @@ def test_diagnostics_keep_alpha_and_at_most_one_history_buffer(kwargs,
 
 def test_summary_std_of_a_nearly_constant_leaf():
   # E[x^2] - E[x]^2 cancels in float32 here; the recorded std must not.
-  from autosgm_optax import _diagnostics  # pylint: disable=import-outside-toplevel
+  from autosgm_optax._src import diagnostics as _diagnostics  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   x = (1e3 + 1e-2 * rng.standard_normal(10_000)).astype(np.float32)
   sup, mean, std = jax.jit(_diagnostics._summary)(jnp.asarray(x))

@@ -29,9 +29,9 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
-from autosgm_optax._migration import TorchWindow
-from autosgm_optax._migration import from_torch_config
-from autosgm_optax._migration import torch_config_kwargs
+from autosgm_optax.migration._torch import TorchWindow
+from autosgm_optax.migration._torch import from_torch_config
+from autosgm_optax.migration._torch import torch_config_kwargs
 from conftest import assert_bitwise_equal, mlp_problem, relative_error
 
 README_LR = (True, 1e-3, 3)

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
 import autosgm_optax as asgm  # pylint: disable=wrong-import-position
-from autosgm_optax._plotting import plot_dynamics  # pylint: disable=wrong-import-position
+from autosgm_optax.analysis._plotting import plot_dynamics  # pylint: disable=wrong-import-position
 
 STEPS = 12
 PARAMS = {"layer": {"w": jnp.linspace(-1.0, 1.0, 6).reshape(3, 2),

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from autosgm_optax import window_schedule  # pylint: disable=g-import-not-at-top
-from autosgm_optax._plotting import plot_windows  # pylint: disable=g-import-not-at-top
+from autosgm_optax.analysis._plotting import plot_windows  # pylint: disable=g-import-not-at-top
 
 INSTALL_HINT = "`pip install matplotlib`"
 

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 import autosgm_optax as asgm
 from conftest import (PROBLEMS, assert_bitwise_equal, counted_step,

@@ -96,7 +96,7 @@ def test_pyproject_declares_the_license_file():
 _MISSING_MATPLOTLIB = """
 import json, sys
 sys.modules["matplotlib"] = None  # as if matplotlib were not installed
-from autosgm_optax._plotting import plot_dynamics, plot_windows
+from autosgm_optax.analysis._plotting import plot_dynamics, plot_windows
 messages = {}
 for name, call in (("plot_windows", lambda: plot_windows({}, 10)),
                    ("plot_dynamics", lambda: plot_dynamics([]))):
@@ -129,7 +129,7 @@ def test_missing_matplotlib_hint_is_the_readmes():
   readme = _words(README.read_text(encoding="utf-8"))
   assert hint in readme, (hint, "is not what README.md says")
   # The docstrings say the same (reST's double backquotes aside).
-  from autosgm_optax import _plotting  # pylint: disable=import-outside-toplevel
+  from autosgm_optax.analysis import _plotting  # pylint: disable=import-outside-toplevel
   for function in (_plotting.plot_windows, _plotting.plot_dynamics):
     doc = _words(function.__doc__.replace("``", "`"))
     assert hint.replace("an optional", "matplotlib is an optional") in doc, (
@@ -138,6 +138,6 @@ def test_missing_matplotlib_hint_is_the_readmes():
 
 def test_no_install_hint_names_an_unpublished_package():
   """autosgm-optax is on no registry: `pip install "autosgm-optax[...]"` fails."""
-  for path in (README, ROOT / "autosgm_optax" / "_plotting.py",
+  for path in (README, ROOT / "autosgm_optax" / "analysis" / "_plotting.py",
                ROOT / "autosgm_optax" / "demo.py"):
     assert "autosgm-optax[" not in path.read_text(encoding="utf-8"), path

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
-from autosgm_optax import _sequence
+from autosgm_optax._src import backend
 from conftest import relative_error
 
 PARAMS = {
@@ -47,21 +47,21 @@ def _train(tx, steps=8):
 
 @pytest.fixture
 def whole_tree(monkeypatch):
-  monkeypatch.setattr(_sequence, "enabled", lambda leaves: False)
+  monkeypatch.setattr(backend, "enabled", lambda leaves: False)
 
 
 def test_the_schedule_is_on_for_numerator_configurations_here():
   leaves = jax.tree.leaves(PARAMS)
   assert jax.default_backend() != "cpu" or jax.device_count() != 1 or (
-      _sequence.enabled(leaves))
-  assert not _sequence.enabled([jnp.ones(3), jnp.zeros((0,))])
+      backend.enabled(leaves))
+  assert not backend.enabled([jnp.ones(3), jnp.zeros((0,))])
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_leaf_by_leaf_equals_the_whole_tree(name, monkeypatch):
   tx = asgm.autosgm(1e-2, **CONFIGS[name])
   sequenced = _train(tx)
-  monkeypatch.setattr(_sequence, "enabled", lambda leaves: False)
+  monkeypatch.setattr(backend, "enabled", lambda leaves: False)
   whole = _train(tx)
   assert jax.tree.structure(sequenced) == jax.tree.structure(whole)
   for a, b in zip(jax.tree.leaves(sequenced), jax.tree.leaves(whole)):
@@ -85,9 +85,9 @@ def test_split_and_merge_are_inverse():
   tx = asgm.autosgm(1e-2, numerator="correlation", diagnostics="element")
   state = tx.init(PARAMS)
   treedef = jax.tree.structure(PARAMS)
-  parts = [_sequence.split(state, treedef, i)
+  parts = [backend.split(state, treedef, i)
            for i in range(treedef.num_leaves)]
-  merged = _sequence.merge(parts, state, treedef)
+  merged = backend.merge(parts, state, treedef)
   assert jax.tree.structure(merged) == jax.tree.structure(state)
   for a, b in zip(jax.tree.leaves(merged), jax.tree.leaves(state)):
     assert a is b
@@ -95,11 +95,11 @@ def test_split_and_merge_are_inverse():
 
 @pytest.mark.parametrize("token", [0.0, -3.5, 1e30, np.inf, -np.inf, np.nan])
 def test_exact_one_is_one_for_every_token(token):
-  one = jax.jit(_sequence.exact_one)(jnp.full((5,), token, jnp.float32))
+  one = jax.jit(backend.exact_one)(jnp.full((5,), token, jnp.float32))
   assert one.dtype == jnp.float32 and float(one) == 1.0
   # (XLA on CPU flushes subnormals in every product, with or without it.)
   x = jnp.array([np.nan, np.inf, -np.inf, -0.0, 1e-30, -3.0], jnp.float32)
-  assert np.array_equal(np.asarray(_sequence.times(x, one)), np.asarray(x),
+  assert np.array_equal(np.asarray(backend.times(x, one)), np.asarray(x),
                         equal_nan=True)
 
 
@@ -111,7 +111,7 @@ def test_no_added_traffic(whole_tree):
 
   def bytes_accessed(enabled):
     jax.clear_caches()
-    _sequence.enabled = enabled
+    backend.enabled = enabled
     step = lambda g, s, p: tx.update(g, s, p)
     analysis = jax.jit(step).lower(params, state, params).compile(
     ).cost_analysis()

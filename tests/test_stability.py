@@ -12,10 +12,10 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
-from autosgm_optax._stability import Finding
-from autosgm_optax._stability import check_stability
-from autosgm_optax._stability import history_table
-from autosgm_optax._stability import stability_conditions
+from autosgm_optax.analysis import Finding
+from autosgm_optax.analysis import check_stability
+from autosgm_optax.analysis import stability_conditions
+from autosgm_optax.analysis._history import history_table
 from conftest import PROBLEMS
 
 BETA = 0.9
@@ -343,3 +343,155 @@ def test_warmup_cosine_schedule_as_rates():
   assert report.stable and report.contractive
   assert {f.step for f in report.warmup} <= set(range(3, 12))
   assert len({f.step for f in report.warmup}) >= 8
+
+
+# ---------------------------------------------------------------------------
+# errors surface; the vectorised check equals a step-by-step one
+
+
+def test_errors_surface_instead_of_being_hidden():
+  history = _history(_constant(4))
+  # a leaf missing from one entry: named, not a NumPy or tree error
+  broken = list(history)
+  broken[2] = broken[2]._replace(alpha=_summary({"a": 1e-2}))
+  with pytest.raises(ValueError, match=r"alpha.sup of history entry 2 has "
+                     r"the leaves \[\"\['a'\]\"\]"):
+    check_stability(broken)
+  # a leaf that changes shape over an element-level history
+  element = _history(_constant(4), "element")
+  element[1] = element[1]._replace(
+      r={"a": np.zeros(5, np.float32), "b": element[1].r["b"]})
+  with pytest.raises(ValueError, match=r"leaf \['a'\] of r changes shape"):
+    check_stability(element)
+  # a schedule that fails for another reason than Python control flow on
+  # the count raises its own error, once: it is not retried count by count
+  # (which would hide the bug behind the values of the retry)
+  calls = []
+
+  def buggy(count):
+    calls.append(count)
+    if not isinstance(count, int):  # traced: the bug
+      raise RuntimeError("a bug in the schedule")
+    return 1e-3
+
+  with pytest.raises(RuntimeError, match="a bug in the schedule"):
+    check_stability(history, rates=buggy)
+  with pytest.raises(RuntimeError, match="a bug in the schedule"):
+    stability_conditions(BETA, learning_rate=buggy, horizon=5)
+  assert len(calls) == 2
+  # Python control flow on the count is evaluated count by count
+  stepped = stability_conditions(
+      BETA, learning_rate=lambda c: 1e-3 if c < 5 else 1e-4, horizon=10)
+  assert stepped.rate_sup == 1e-3 and stepped.rate_final == 1e-4
+
+
+def _random_history(rng, level, n):
+  """Random Dynamics with gaps, zeros, NaN and inf among the values."""
+  shapes = {"a": (3,), "b": (2, 2), "c": ()}
+  history, step = [], 0
+  for _ in range(n):
+    step += int(rng.choice([1, 1, 1, 2]))
+
+    def values(scale):
+      out = {}
+      for k, shape in shapes.items():
+        x = np.abs(rng.lognormal(0.0, 0.3, shape)) * scale
+        odd = rng.random(shape) < 0.03
+        x = np.where(odd, rng.choice([0.0, np.nan, np.inf], shape), x)
+        out[k] = np.asarray(x, np.float32)
+      return out
+
+    fields = dict(alpha=values(1e-2), r=values(1.05), e=values(1.0),
+                  dw=values(1e-2))
+    fields["margin"] = {k: np.float32(BETA) * np.abs(v)
+                        for k, v in fields["r"].items()}
+    if level == "summary":
+      with np.errstate(invalid="ignore"):  # the std of inf
+        fields = {name: asgm.Summary(
+            sup={k: np.float32(np.max(np.abs(v))) for k, v in tree.items()},
+            mean={k: np.float32(np.mean(v)) for k, v in tree.items()},
+            std={k: np.float32(np.std(v)) for k, v in tree.items()})
+                  for name, tree in fields.items()}
+    history.append(asgm.Dynamics(
+        r_undefined={k: 0 for k in shapes}, beta=np.float32(BETA),
+        eta=np.float32(1 - BETA), step=np.int32(step), recorded=True,
+        **fields))
+  return history
+
+
+def _reference_check(history, rates, bounds):
+  """check_stability's findings, one step and one leaf at a time."""
+  leaves = ["['a']", "['b']", "['c']"]
+  keys = ["a", "b", "c"]
+  level = history[0].level
+  sup = lambda d, field, k: (
+      float(getattr(d, field).sup[k]) if level == "summary" else
+      float(np.max(np.abs(np.asarray(getattr(d, field)[k], np.float64)))))
+  steps = [int(d.step) for d in history]
+  found = {kind: [] for kind in ("margin", "growth", "alpha", "divergence",
+                                 "warmup")}
+  reference = {}
+  for k in keys:
+    good = [sup(d, "e", k) for d in history]
+    good = [x for x in good if math.isfinite(x) and x > 0]
+    reference[k] = max(good[:bounds["reference_steps"]]) if good else None
+  log_gain = {}
+  for i, d in enumerate(history):
+    consecutive = i > 0 and steps[i] - steps[i - 1] == 1
+    excuse = 1.0
+    if rates is not None and consecutive:
+      ratio = rates[i] / rates[i - 1]
+      excuse = ratio if math.isfinite(ratio) and ratio > 1 else 1.0
+    for j, k in enumerate(keys):
+      t, leaf = steps[i], leaves[j]
+      r = sup(d, "r", k)
+      m = sup(d, "margin", k) if level == "summary" else float(d.beta) * r
+      if not m / excuse <= bounds["margin_bound"]:
+        found["margin"].append(Finding(t, leaf, m))
+      elif r > 1 and excuse > 1:
+        found["warmup"].append(Finding(t, leaf, r))
+      # the memory gain, per element at the element level
+      ms = ([m] if level == "summary" else
+            [abs(float(x)) for x in np.ravel(d.margin[k])])
+      prev = log_gain.get(k) if consecutive else None
+      with np.errstate(divide="ignore", invalid="ignore"):
+        now = [np.fmax(0.0, (0.0 if prev is None else prev[e]) + np.log(x)
+                       - np.log(excuse)) for e, x in enumerate(ms)]
+      log_gain[k] = now
+      gain = float(np.exp(max(now))) if level == "summary" else math.exp(
+          min(max(now), 700.0))
+      if gain > bounds["growth_bound"]:
+        found["growth"].append(Finding(t, leaf, gain))
+      a = sup(d, "alpha", k)
+      if not (math.isfinite(a) and a <= bounds["alpha_bound"]):
+        found["alpha"].append(Finding(t, leaf, a))
+      e, dw = sup(d, "e", k), sup(d, "dw", k)
+      if not (math.isfinite(e) and math.isfinite(dw)):
+        found["divergence"].append(
+            Finding(t, leaf, e if not math.isfinite(e) else dw))
+      elif reference[k] is not None and (
+          e > bounds["divergence_bound"] * reference[k]):
+        found["divergence"].append(Finding(t, leaf, e / reference[k]))
+  return found
+
+
+@pytest.mark.parametrize("level", ["summary", "element"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_check_equals_a_step_by_step_reference(level, seed):
+  rng = np.random.default_rng(seed)
+  history = _random_history(rng, level, 60)
+  rates = (None if seed == 0 else
+           list(1e-2 * np.exp(np.cumsum(rng.normal(0.0, 0.1, 60)))))
+  bounds = dict(margin_bound=1.0, growth_bound=1.5, alpha_bound=0.02,
+                divergence_bound=1.5, reference_steps=5)
+  report = check_stability(history, rates=rates, **bounds)
+  expected = _reference_check(history, rates, bounds)
+  for kind, findings in expected.items():
+    got = getattr(report, kind)
+    assert [(f.step, f.leaf) for f in got] == [
+        (f.step, f.leaf) for f in findings], kind
+    np.testing.assert_allclose([f.value for f in got],
+                               [f.value for f in findings], rtol=1e-12,
+                               err_msg=kind)
+  assert all(expected[kind] for kind in ("margin", "growth", "divergence"))
+  assert report.stable is False and report.contractive is False

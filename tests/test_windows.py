@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
-from autosgm_optax._window import KRONECKER_STEP, SHAPES
+from autosgm_optax._src.window import KRONECKER_STEP, SHAPES
 
 TAU = 40
 SHAPE_NAMES = sorted(SHAPES)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from autosgm_optax import _base
+from autosgm_optax._src import base as _base
 
 
 class LowpassFilterState(NamedTuple):
@@ -191,7 +191,7 @@ def lowpass_filter(
     new_state = LowpassFilterState(
         count=count_inc, m=_base.cast_tree(m_new, state.m))
     return (signal._replace(direction=v, estimate=estimate,
-                            filter=(beta, zero, gain, s)),
+                            filter=_base.FilterFacts(beta, zero, gain, s)),
             new_state)
 
   def last_fn(state):  # s(t) of the last update

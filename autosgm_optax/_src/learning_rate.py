@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from autosgm_optax import _base
+from autosgm_optax._src import base as _base
 
 
 class ScaleByLearningRateState(NamedTuple):

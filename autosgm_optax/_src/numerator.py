@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosgm_optax import _base
+from autosgm_optax._src import base as _base
 
 ESTIMATORS = ("unity", "moment", "correlation", "robust_correlation")
 
@@ -211,7 +211,12 @@ def correlation_numerator(
       if axes:
         a = jnp.mean(ahat, axis=axes, keepdims=True)
     if smooth:
-      a = (1 - smoothing) * a + smoothing * a_prev
+      # a_prev + (1 - s)(mean - a_prev), not (1 - s) mean + s a_prev: XLA
+      # folds the constant (1 - s) into the mean's 1/n where the mean has
+      # no other reader, and not where it has one, which made a(t) (and the
+      # update) differ in the last bit with what else the program computed
+      # (donated buffers, the diagnostics).
+      a = a_prev + (1 - smoothing) * (a - a_prev)
     return a, c, w2, p_abs, (a if average else None)
 
   def apply_fn(signal, state, params):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosgm_optax import _base
+from autosgm_optax._src import base as _base
 
 Window = Union[optax.Schedule, float, chex.Array, _base.AutoSGMBlock]
 

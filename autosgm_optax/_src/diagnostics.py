@@ -46,8 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosgm_optax import _base
-from autosgm_optax import _sequence
+from autosgm_optax._src import base as _base
+from autosgm_optax._src import backend
 
 LEVELS = ("summary", "element")
 
@@ -421,12 +421,12 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
   keep = _summary if level == "summary" else (lambda x: x)
   rs, es = [keep(x) for x in rs], [keep(x) for x in es]
   # Everything that reads the old history is done before it is replaced.
-  one = _sequence.exact_one((rs, es, undefined), 1)
-  alphas = [_sequence.times(x, one) for x in alphas]
-  hs = [None if h is None else _sequence.times(h, one) for h in hs]
+  one = backend.exact_one((rs, es, undefined), 1)
+  alphas = [backend.times(x, one) for x in alphas]
+  hs = [None if h is None else backend.times(h, one) for h in hs]
   # ... and everything that reads the parameters before the update exists.
-  one = _sequence.exact_one((alphas, [h for h in hs if h is not None]), one)
-  out = _sequence.times(signal.finish(), one)
+  one = backend.exact_one((alphas, [h for h in hs if h is not None]), one)
+  out = backend.times(signal.finish(), one)
   us = [keep(u.astype(a.dtype))
         for u, a in zip(treedef.flatten_up_to(out), alphas)]
   columns = dict(alpha=[keep(x) for x in alphas], r=rs, e=es, update=us)

@@ -1,4 +1,5 @@
-"""The combinator ``scale_by_autosgm`` and the one-liner ``autosgm``."""
+"""The combinator :func:`scale_by_autosgm`: the blocks in their slots, in the
+order they run, on one shared signal."""
 
 from __future__ import annotations
 
@@ -8,15 +9,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from autosgm_optax import _base
-from autosgm_optax import _diagnostics
-from autosgm_optax import _sequence
-from autosgm_optax._decay import Mask, coupled_decay, decoupled_decay
-from autosgm_optax._denominator import moment_denominator
-from autosgm_optax._filter import lowpass_filter
-from autosgm_optax._learning_rate import scale_by_learning_rate
-from autosgm_optax._numerator import ESTIMATORS, correlation_numerator
-from autosgm_optax._window import Window, as_window_block
+from autosgm_optax._src import base as _base
+from autosgm_optax._src import diagnostics as _diagnostics
+from autosgm_optax._src import backend
+from autosgm_optax._src.window import Window, as_window_block
 
 
 class ScaleByAutoSGMState(NamedTuple):
@@ -218,7 +214,7 @@ def scale_by_autosgm(
 
   def run(updates, state, params, one=None, after=None):
     """One update. ``one``: an exact 1 from the previous leaf, which the
-    gradient and the parameters wait for (see _sequence); ``after``: the
+    gradient and the parameters wait for (see backend); ``after``: the
     summary record's exact 1, which the states and the parameters wait for.
     Every kernel of the step reads a state or the parameters, so all of them
     run after the record, and XLA copies no donated buffer (measured: the
@@ -228,17 +224,17 @@ def scale_by_autosgm(
     (about 1e-7 relative per step; leaving the denominator's state out
     kept it bit for bit but made XLA copy that state, 1.22x)."""
     if one is not None:
-      updates = _sequence.times(updates, one)
+      updates = backend.times(updates, one)
     if after is not None:  # the blocks' per-element buffers (a scalar XLA
       # copies for nothing; every multiplication of one is a kernel)
       state = state._replace(**{
           name: jax.tree.map(
-              lambda x: _sequence.times(x, after) if jnp.size(x) > 1 else x,
+              lambda x: backend.times(x, after) if jnp.size(x) > 1 else x,
               getattr(state, name))
           for name in slots})
     both = one if after is None else after if one is None else one * after
     if both is not None and params is not None:
-      params = _sequence.times(params, both)
+      params = backend.times(params, both)
     signal, new_state = blocks(updates, state, params)
     if not every_update:  # none, or the summary's record: see update_fn
       return signal.finish(), ScaleByAutoSGMState(**new_state)
@@ -252,7 +248,7 @@ def scale_by_autosgm(
     def part(updates, state, params):
       def rerun(one):
         args = (updates, state, params) if one is None else (
-            _sequence.times((updates, state, params), one))
+            backend.times((updates, state, params), one))
         return blocks(*args)[0]
       return _diagnostics.Part(
           rerun, lambda: previous(state),
@@ -261,7 +257,7 @@ def scale_by_autosgm(
           jax.tree.leaves(state.diagnostics.r_undefined))
 
     if sequenced:
-      split = lambda tree, i: None if tree is None else _sequence.split(
+      split = lambda tree, i: None if tree is None else backend.split(
           tree, treedef, i)
       parts = [part(split(updates, i), split(state, i), split(params, i))
                for i in range(len(leaves))]
@@ -273,7 +269,7 @@ def scale_by_autosgm(
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     leaves, treedef = jax.tree.flatten(updates)
-    sequenced = numerator is not None and _sequence.enabled(leaves)
+    sequenced = numerator is not None and backend.enabled(leaves)
     after = diagnostics_state = None
     if diagnostics is not None and not every_update:
       diagnostics_state, after = record(updates, state, params, leaves,
@@ -285,14 +281,14 @@ def scale_by_autosgm(
       out, new_state = run(updates, state, params, None,
                            None if after is None else after[0])
     else:
-      # Leaf by leaf (see _sequence): every block and the diagnostics see a
+      # Leaf by leaf (see backend): every block and the diagnostics see a
       # tree that holds one leaf (the others None), in the parameters'
       # order.
       outs, states, one = [], [], None
       for i in range(len(leaves)):
-        g = _sequence.split(updates, treedef, i)
-        p = None if params is None else _sequence.split(params, treedef, i)
-        out, new = run(g, _sequence.split(state, treedef, i), p, one,
+        g = backend.split(updates, treedef, i)
+        p = None if params is None else backend.split(params, treedef, i)
+        out, new = run(g, backend.split(state, treedef, i), p, one,
                        None if after is None else after[i])
         # From the numerator's estimate c: written late in the leaf and to
         # memory anyway (its per-leaf average would make the next leaf wait
@@ -305,191 +301,13 @@ def scale_by_autosgm(
           # temporaries mapped afresh each step, 4.1x -> 3.5x the step).
           token = (token, _diagnostics.token(jax.tree.leaves(
               new.diagnostics.values)))
-        one = _sequence.exact_one(token, one)
+        one = backend.exact_one(token, one)
         outs.append(out)
         states.append(new)
-      out = _sequence.merge(outs, updates, treedef)
-      new_state = _sequence.merge(states, state, treedef)
+      out = backend.merge(outs, updates, treedef)
+      new_state = backend.merge(states, state, treedef)
     if diagnostics_state is not None:
       new_state = new_state._replace(diagnostics=diagnostics_state)
     return _base.output_dtype(out, updates, explicit_dtypes), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def autosgm(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    beta: Any = 0.9,
-    gamma: Any = 0.0,
-    eta: Optional[Any] = None,
-    debias: bool = True,
-    denominator: bool = True,
-    moment_beta: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
-    numerator: str = "unity",
-    numerator_beta: Any = 0.9999,
-    numerator_average: bool = True,
-    numerator_smoothing: Optional[Any] = 0.1,
-    numerator_keep_axes: tuple[int, ...] = (),
-    numerator_mask: Mask = None,
-    huber_k: Any = 4.0,
-    window: Optional[Window] = None,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    decay: str = "decoupled",
-    decay_factor: Any = 1.0,
-    weight_decay_mask: Mask = None,
-    maximize: bool = False,
-    filter_dtype: Optional[Any] = None,
-    diagnostics: Optional[str] = None,
-    diagnostics_every: int = 1,
-) -> optax.GradientTransformationExtraArgs:
-  r"""AutoSGM: a lowpass filter and an iteration-dependent learning rate.
-
-  .. math::
-    w_{t+1} = w_t - \mu_t \, F_t \, \frac{a_t}{d_t} H[g]_t
-              \;(- \mu_t F_t a_t c_\rho \rho_t w_t),
-    \qquad H(z) = \eta \frac{1 - \gamma z^{-1}}{1 - \beta z^{-1}}
-
-  with the filter ``H`` (:func:`lowpass_filter`), the denominator ``d``
-  (:func:`moment_denominator`, the debiased RMS of the raw gradient), the
-  numerator ``a`` (:func:`correlation_numerator`), the window ``F``
-  (:func:`raised_cosine_window` or any schedule) and the learning rate
-  ``mu``, applied last and once (:func:`scale_by_learning_rate`). It is
-  ``chain(scale_by_autosgm(...), scale_by_learning_rate(learning_rate))``.
-
-  With its defaults ``autosgm(lr)`` is bit for bit ``optax.adam(lr)``;
-  ``weight_decay=w`` makes it ``optax.adamw(lr, weight_decay=w)``: for
-  float32 and float64 parameters. For bfloat16 and float16 parameters it
-  keeps float32 state (``presets.adam`` keeps Optax's dtypes and is bit for
-  bit there too).
-
-  Updates come in the gradients' dtype, whatever the state's (a chosen
-  ``filter_dtype`` promotes them, as ``optax.adam``'s ``mu_dtype`` does),
-  and the state's shapes and dtypes never change across updates.
-
-  Under ``optax.inject_hyperparams`` every number becomes an array, and the
-  inner state is the plain one's (the same layout and dtypes; values to the
-  rounding of array against Python numbers): pass
-  ``hyperparam_dtype=jnp.float32`` for low-precision parameters (bfloat16
-  rounds 0.999 to 1), and ``filter_dtype`` (a dtype is callable) and a
-  callable ``weight_decay_mask`` through ``static_args``. A plain
-  ``weight_decay=0.0`` does no work and reads no parameters; an array 0
-  multiplies (same numbers). A schedule given for ``window`` is evaluated by
-  the wrapper and arrives as a number. With diagnostics on, the
-  diagnostics' own state depends on which numbers are plain: a plain
-  ``gamma=0`` without decay keeps no gradient history, a plain
-  ``diagnostics_every=1`` keeps ``alpha(t-1)`` per element; injected, they
-  are arrays and the history is kept (pass them through ``static_args`` to
-  keep the plain layout).
-
-  A non-finite gradient propagates into the state, as in Optax: wrap with
-  ``optax.apply_if_finite`` to skip such steps.
-
-  Args:
-    learning_rate: ``mu > 0``, a number or an ``optax.Schedule``.
-    beta: the filter's pole, ``0 <= beta < 1``.
-    gamma: the filter's zero, ``gamma < beta`` (or ``beta = gamma = 0``).
-      0.5528 at ``beta = 0.9`` reduces variance per unit gain.
-    eta: the filter's gain ``> 0``; default ``(1 - beta) / (1 - gamma)``.
-    debias: debias the filter exactly (the denominator is always debiased).
-    denominator: divide by the debiased RMS of the gradient (False: ``d=1``).
-    moment_beta: pole of the denominator's second moment, ``[0, 1)``.
-    eps: added to the denominator outside the square root, ``>= 0``.
-    eps_root: added inside the square root, ``>= 0``.
-    numerator: ``"unity"``, ``"moment"``, ``"correlation"`` or
-      ``"robust_correlation"``.
-    numerator_beta: pole of the numerator's estimators, ``[0, 1)``.
-    numerator_average: average the numerator over each leaf.
-    numerator_smoothing: pole of the smoothing of the average, or None.
-    numerator_keep_axes: leading axes the average keeps (stacked layers).
-    numerator_mask: None (every leaf estimated), a tree of bools like the
-      parameters, or a callable returning one (e.g.
-      :func:`default_weight_decay_mask`, which leaves out biases and
-      normalisation scales); leaves where it is False use the unity
-      numerator ``a = 1``. Needs an estimated numerator. Under
-      ``optax.inject_hyperparams`` pass a callable through
-      ``static_args=("numerator_mask",)``.
-    huber_k: the robust estimator's clip multiple, ``> 0``.
-    window: a window block, an ``optax.Schedule`` or a number; None for none.
-    weight_decay: ``rho >= 0``, a number or a schedule.
-    decay: ``"decoupled"`` (AdamW's, scaled by ``decay_factor``) or
-      ``"coupled"`` (L2, added to the gradient).
-    decay_factor: ``c_rho >= 0`` of decoupled decay (1 is AdamW's).
-    weight_decay_mask: a tree of bools like the parameters, or a callable
-      returning one (e.g. :func:`default_weight_decay_mask`); False leaves
-      are not decayed. Under ``optax.inject_hyperparams`` pass a callable
-      through ``static_args=("weight_decay_mask",)``.
-    maximize: ascend instead of descend.
-    filter_dtype: dtype of the filter's buffer; None for the parameters'
-      dtype but at least float32 (as every other buffer, always). bfloat16
-      halves the filter's memory; the moment and numerator EMAs stay float32
-      (with pole 0.999 a bfloat16 EMA never moves).
-    diagnostics: None, ``"summary"`` or ``"element"``: record the learning
-      dynamics in the state (see :func:`scale_by_autosgm`); read them with
-      :func:`learning_dynamics`.
-    diagnostics_every: record the summary on every this-many updates only
-      (see :func:`scale_by_autosgm`).
-
-  Returns:
-    An :class:`optax.GradientTransformationExtraArgs`.
-
-  Example:
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> import optax
-    >>> import autosgm_optax as asgm
-    >>> tx = asgm.autosgm(1e-1, gamma=0.5528, numerator="correlation")
-    >>> params = jnp.array([1.0, -2.0])
-    >>> state = tx.init(params)
-    >>> loss = lambda w: jnp.sum(w ** 2)
-    >>> for _ in range(3):
-    ...   grads = jax.grad(loss)(params)
-    ...   updates, state = tx.update(grads, state, params)
-    ...   params = optax.apply_updates(params, updates)
-  """
-  if not isinstance(learning_rate, bool) and _base.is_number(learning_rate):
-    _base.check_range("learning_rate", learning_rate, 0.0, None,
-                      low_open=True)
-  else:
-    _base.check_type("learning_rate", learning_rate, allow_schedule=True)
-  _base.check_range("weight_decay", weight_decay, 0.0, None,
-                    allow_schedule=True)
-  _base.check_choice("decay", decay, ("decoupled", "coupled"))
-  _base.check_range("decay_factor", decay_factor, 0.0, None)
-  _base.check_choice("numerator", numerator, ESTIMATORS)
-  if numerator_mask is not None and numerator == "unity":
-    raise ValueError(
-        "numerator_mask is given but numerator='unity' estimates nothing: "
-        "choose numerator='moment', 'correlation' or 'robust_correlation', "
-        "or leave numerator_mask=None.")
-  for name, flag in (("debias", debias), ("denominator", denominator),
-                     ("maximize", maximize)):
-    if not isinstance(flag, bool):
-      raise TypeError(f"{name}={flag!r} must be a bool.")
-
-  _base.check_dtype_policy("filter_dtype", filter_dtype)
-  filter_block = lowpass_filter(beta, gamma, eta, debias=debias,
-                                dtype=filter_dtype)
-  denominator_block = moment_denominator(
-      moment_beta, eps, eps_root) if denominator else None
-  numerator_block = None if numerator == "unity" else correlation_numerator(
-      numerator, beta=numerator_beta, moment_beta=moment_beta,
-      huber_k=huber_k, average=numerator_average,
-      smoothing=numerator_smoothing, keep_axes=numerator_keep_axes, eps=eps,
-      mask=numerator_mask)
-  # Always a decay block, so that the state has one layout whatever the
-  # rate (an array rate under inject_hyperparams); a plain 0 does no work
-  # and reads no parameters.
-  if decay == "coupled":
-    decay_block = coupled_decay(weight_decay, mask=weight_decay_mask)
-  else:
-    decay_block = decoupled_decay(weight_decay, decay_factor,
-                                  mask=weight_decay_mask)
-  core = scale_by_autosgm(
-      filter=filter_block, denominator=denominator_block, decay=decay_block,
-      numerator=numerator_block, window=window, diagnostics=diagnostics,
-      diagnostics_every=diagnostics_every)
-  return optax.chain(
-      core, scale_by_learning_rate(learning_rate, flip_sign=not maximize))

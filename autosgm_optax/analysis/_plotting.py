@@ -12,6 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from autosgm_optax.analysis._history import history_table
+from autosgm_optax.analysis._history import recorded_steps
+
 if TYPE_CHECKING:  # pragma: no cover
   import matplotlib.axes
   import matplotlib.figure
@@ -89,7 +92,7 @@ def plot_windows(
     >>> matplotlib.use("Agg")  # no display needed
     >>> import matplotlib.pyplot as plt
     >>> from autosgm_optax import window_schedule
-    >>> from autosgm_optax._plotting import plot_windows
+    >>> from autosgm_optax.analysis._plotting import plot_windows
     >>> fig = plot_windows(
     ...     {"cosine": window_schedule(100, floor=0.1),
     ...      "linear": window_schedule(100, "polynomial", floor=0.1)},
@@ -227,7 +230,7 @@ def plot_dynamics(
     >>> import matplotlib.pyplot as plt
     >>> import jax, jax.numpy as jnp, optax
     >>> import autosgm_optax as asgm
-    >>> from autosgm_optax._plotting import plot_dynamics
+    >>> from autosgm_optax.analysis._plotting import plot_dynamics
     >>> tx = asgm.autosgm(0.1, window=asgm.raised_cosine_window(20),
     ...                   diagnostics="summary")
     >>> params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
@@ -243,8 +246,6 @@ def plot_dynamics(
     >>> plt.close(fig)
   """
   _import_matplotlib("plot_dynamics")
-  # pylint: disable-next=import-outside-toplevel
-  from autosgm_optax._stability import history_table, recorded_steps
   history = list(history)
   if not history:
     raise ValueError("history is empty: record learning_dynamics(state)[path] "

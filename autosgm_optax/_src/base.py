@@ -34,6 +34,17 @@ def _is_none(x: Any) -> bool:
   return x is None
 
 
+class FilterFacts(NamedTuple):
+  """What the filter that ran tells the diagnostics: its pole ``beta``, zero
+  ``gamma`` and gain ``eta`` (numbers or arrays), and ``s``, the debias
+  divisor of this update (None without debias)."""
+
+  beta: Any
+  gamma: Any
+  eta: Any
+  s: Any = None
+
+
 class Signal(NamedTuple):
   """The per-step context shared by the blocks of one AutoSGM update.
 
@@ -47,8 +58,8 @@ class Signal(NamedTuple):
     numerator: the tree of ``a(t)`` (per-leaf averages with kept dimensions,
       or per-element values), or None for the unity numerator.
     window: the scalar window value ``F(t)``, or None.
-    filter: ``(beta, gamma, eta, s)`` of the filter that ran (``s`` its
-      debias divisor, 1 without debias), or None: read by the diagnostics.
+    filter: the :class:`FilterFacts` of the filter that ran, or None: read
+      by the diagnostics.
     estimate: the direction again (filter output over the denominator,
       without decay), built by a second, independently rounded expression
       for the numerator's estimators; None while it equals ``direction``.

@@ -13,15 +13,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from autosgm_optax import _base
-from autosgm_optax import _diagnostics
-from autosgm_optax._autosgm import ScaleByAutoSGMState
-from autosgm_optax._diagnostics import DiagnosticsState
-from autosgm_optax._diagnostics import Summary
-from autosgm_optax._learning_rate import ScaleByLearningRateState
-from autosgm_optax._numerator import CorrelationNumeratorState
-from autosgm_optax._numerator import last_values
-from autosgm_optax._window import WindowState
+from autosgm_optax._src import base as _base
+from autosgm_optax._src import diagnostics as _diagnostics
+from autosgm_optax._src.combinator import ScaleByAutoSGMState
+from autosgm_optax._src.diagnostics import DiagnosticsState
+from autosgm_optax._src.diagnostics import Summary
+from autosgm_optax._src.learning_rate import ScaleByLearningRateState
+from autosgm_optax._src.numerator import CorrelationNumeratorState
+from autosgm_optax._src.numerator import last_values
+from autosgm_optax._src.window import WindowState
 
 
 def _unwrap(state: Any) -> Any:

@@ -1,0 +1,128 @@
+"""How the program around the step changes its bits: donated buffers do not;
+diagnostics do not at the configurations that run on the whole tree, and
+still change the last bit where the step runs leaf by leaf or with coupled
+decay (the record's ordering, issue 17; marked xfail, strict)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import autosgm_optax as asgm
+from conftest import PROBLEMS
+
+STEPS = 25
+CONFIGS = {
+    "adam": dict(),
+    "adamw_zero": dict(gamma=0.5528, weight_decay=0.05),
+    "coupled": dict(gamma=0.5, weight_decay=0.05, decay="coupled"),
+    "no_debias_small_pole": dict(beta=0.3, gamma=-0.3, debias=False),
+    "correlation_window": dict(
+        gamma=0.5528, numerator="correlation", weight_decay=0.01,
+        window=asgm.raised_cosine_window(STEPS, full=True, floor=0.05)),
+    "robust_masked": dict(numerator="robust_correlation", gamma=0.2,
+                          numerator_mask={"w1": True, "b1": False,
+                                          "w2": True}),
+    "moment_no_average": dict(numerator="moment", numerator_average=False,
+                              numerator_smoothing=None, denominator=False),
+}
+LEVELS = [("summary", 1), ("summary", 3), ("element", 1)]
+
+
+def _run(tx, params, loss, donate):
+  def step(params, state):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state, updates
+
+  step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+  params = jax.tree.map(jnp.copy, params)  # donated below
+  state = tx.init(params)
+  trace = []
+  for _ in range(STEPS):
+    params, state, updates = step(params, state)
+    core = state[0]._replace(diagnostics=None)
+    trace.append(jax.device_get((params, updates, core, state[1:])))
+  return trace
+
+
+def _assert_bitwise(trace, reference):
+  for step, (got, want) in enumerate(zip(trace, reference)):
+    got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(got_leaves) == len(want_leaves)
+    for g, w in zip(got_leaves, want_leaves):
+      g, w = np.asarray(g), np.asarray(w)
+      assert g.dtype == w.dtype and g.shape == w.shape
+      # bit patterns, so that NaNs and signed zeros count too
+      assert np.array_equal(np.atleast_1d(g).view(np.uint8),
+                            np.atleast_1d(w).view(np.uint8)), (
+          f"update {step + 1} differs")
+
+
+#: Where the summary's record still changes the update's rounding: the
+#: exact 1s that order the record before the step change how XLA rewrites
+#: the step (leaf by leaf with a numerator; coupled decay).
+NOT_YET = {"coupled", "correlation_window", "robust_masked",
+           "moment_no_average"}
+
+
+def _configs():
+  return [pytest.param(name, marks=pytest.mark.xfail(
+      strict=True, reason="the record's ordering changes the last bit"))
+          if name in NOT_YET else name for name in sorted(CONFIGS)]
+
+
+def _check(name, dtype):
+  params, loss = PROBLEMS["mlp"](dtype)
+  off = _run(asgm.autosgm(1e-2, **CONFIGS[name]), params, loss, True)
+  for level, every in LEVELS:
+    tx = asgm.autosgm(1e-2, diagnostics=level, diagnostics_every=every,
+                      **CONFIGS[name])
+    _assert_bitwise(_run(tx, params, loss, True), off)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_donated_buffers_change_no_bit(name):
+  # XLA fuses a donated step differently; a(t)'s smoothing is written so
+  # that no constant folding depends on it (see numerator.py).
+  params, loss = PROBLEMS["mlp"]()
+  tx = asgm.autosgm(1e-2, **CONFIGS[name])
+  _assert_bitwise(_run(tx, params, loss, True), _run(tx, params, loss, False))
+
+
+@pytest.mark.parametrize("name", _configs())
+def test_diagnostics_change_no_bit(name):
+  _check(name, jnp.float32)
+
+
+@pytest.mark.parametrize("name", _configs())
+def test_diagnostics_change_no_bit_float64(name, enable_x64):
+  del enable_x64
+  _check(name, jnp.float64)
+
+
+@pytest.mark.xfail(strict=True, reason="leaf by leaf with a numerator")
+def test_diagnostics_change_no_bit_under_inject_hyperparams():
+  params, loss = PROBLEMS["mlp"]()
+  config = dict(gamma=0.5528, numerator="correlation", weight_decay=0.01)
+  make = lambda **kw: optax.inject_hyperparams(asgm.autosgm)(
+      learning_rate=1e-2, **config, **kw)
+
+  def run(tx, params=params):
+    def step(params, state):
+      updates, state = tx.update(jax.grad(loss)(params), state, params)
+      return optax.apply_updates(params, updates), state, updates
+    step = jax.jit(step)
+    state = tx.init(params)
+    out = []
+    for _ in range(STEPS):
+      params, state, updates = step(params, state)
+      inner = state.inner_state
+      out.append(jax.device_get((params, updates,
+                                 inner[0]._replace(diagnostics=None),
+                                 inner[1:])))
+    return out
+
+  want = run(make())
+  got = run(make(diagnostics="summary", diagnostics_every=jnp.int32(4)))
+  _assert_bitwise(got, want)
