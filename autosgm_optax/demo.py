@@ -51,10 +51,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Optional, Sequence
+from typing import Any
+from typing import Optional
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 import optax
 
@@ -152,14 +155,14 @@ def make_optimizers(
   }
 
 
-def _loss(model: MLP, x: jax.Array, y: jax.Array) -> jax.Array:
-  logits = model(x)
+def _loss(model: MLP, x: ArrayLike, y: ArrayLike) -> jax.Array:
+  logits = model(jnp.asarray(x))
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 @nnx.jit
-def train_step(model: MLP, optimizer: nnx.Optimizer, x: jax.Array,
-               y: jax.Array) -> jax.Array:
+def train_step(model: MLP, optimizer: nnx.Optimizer, x: ArrayLike,
+               y: ArrayLike) -> jax.Array:
   """One minibatch update; returns the minibatch loss before it."""
   loss, grads = nnx.value_and_grad(_loss)(model, x, y)
   optimizer.update(model, grads)  # flax >= 0.11: update(model, grads)
@@ -167,17 +170,18 @@ def train_step(model: MLP, optimizer: nnx.Optimizer, x: jax.Array,
 
 
 @nnx.jit
-def evaluate(model: MLP, x: jax.Array, y: jax.Array) -> tuple[jax.Array,
+def evaluate(model: MLP, x: ArrayLike, y: ArrayLike) -> tuple[jax.Array,
                                                                jax.Array]:
   """Mean cross-entropy and accuracy on a whole set."""
-  logits = model(x)
+  logits = model(jnp.asarray(x))
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
   return loss, jnp.mean(jnp.argmax(logits, axis=-1) == y)
 
 
 def _max_abs_bias(model: MLP) -> float:
-  return max(float(jnp.max(jnp.abs(layer.bias[...])))
-             for layer in model.layers)
+  biases = [layer.bias for layer in model.layers]
+  return max(float(jnp.max(jnp.abs(b[...]))) for b in biases
+             if b is not None)
 
 
 def train(

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
+from typing import Optional
 
 import optax
 
 from autosgm_optax._src import base as _base
 from autosgm_optax._src.combinator import scale_by_autosgm
-from autosgm_optax._src.decay import Mask, coupled_decay, decoupled_decay
+from autosgm_optax._src.decay import Mask
+from autosgm_optax._src.decay import coupled_decay
+from autosgm_optax._src.decay import decoupled_decay
 from autosgm_optax._src.denominator import moment_denominator
 from autosgm_optax._src.learning_rate import scale_by_learning_rate
 from autosgm_optax._src.lowpass import lowpass_filter
-from autosgm_optax._src.numerator import ESTIMATORS, correlation_numerator
+from autosgm_optax._src.numerator import ESTIMATORS
+from autosgm_optax._src.numerator import correlation_numerator
 from autosgm_optax._src.window import Window
+
 
 def autosgm(
     learning_rate: optax.ScalarOrSchedule,

@@ -18,7 +18,8 @@ multiplication per element inside kernels that run anyway.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -66,14 +67,16 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
   structured like the parameters; the other entries are taken from
   ``parts[0]`` (they are the same in every part)."""
   is_like = _like(treedef)
+  outer: Any
   slots, outer = jax.tree.flatten(template, is_leaf=is_like)
   flat_parts = []
   for i, part in enumerate(parts):
     part_def = jax.tree.structure(_only(treedef.unflatten(
         [0] * treedef.num_leaves), treedef, i))
-    flat, _ = jax.tree.flatten(
-        part, is_leaf=lambda x: x is not None and jax.tree.structure(x)
-        == part_def)
+    def is_part(x: Any, part_def: Any = part_def) -> bool:
+      return x is not None and jax.tree.structure(x) == part_def
+
+    flat, _ = jax.tree.flatten(part, is_leaf=is_part)
     if len(flat) != len(slots):
       raise ValueError("a leaf's state does not match the template's layout")
     flat_parts.append(flat)

@@ -17,7 +17,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import numbers
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+from typing import Optional
+from typing import Union
 
 import jax
 import jax.numpy as jnp

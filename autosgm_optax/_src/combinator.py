@@ -3,16 +3,19 @@ order they run, on one shared signal."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any
+from typing import NamedTuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from autosgm_optax._src import backend
 from autosgm_optax._src import base as _base
 from autosgm_optax._src import diagnostics as _diagnostics
-from autosgm_optax._src import backend
-from autosgm_optax._src.window import Window, as_window_block
+from autosgm_optax._src.window import Window
+from autosgm_optax._src.window import as_window_block
 
 
 class ScaleByAutoSGMState(NamedTuple):
@@ -186,7 +189,8 @@ def scale_by_autosgm(
       diagnostics, diagnostics_every)
   if diagnostics is not None and not every_update:
     for name in ("filter", "denominator", "numerator", "window"):
-      if slots[name] is not None and slots[name].last is None:
+      block = slots[name]
+      if block is not None and block.last is None:
         raise ValueError(
             f"diagnostics_every={diagnostics_every!r} rebuilds alpha(t-1) "
             f"from each block's state, but the {name} block "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import chex
 import jax
@@ -63,8 +64,8 @@ def moment_denominator(
   _base.check_range("beta", beta, 0.0, 1.0)
   _base.check_range("eps", eps, 0.0, None)
   _base.check_range("eps_root", eps_root, 0.0, None)
-  if _base.checks_on() and _base.is_number(eps) and _base.is_number(eps_root) and (
-      eps == 0 and eps_root == 0):
+  if (_base.checks_on() and _base.is_number(eps)
+      and _base.is_number(eps_root) and eps == 0 and eps_root == 0):
     raise ValueError(
         "eps=0 and eps_root=0: the denominator would divide by zero for a "
         "zero gradient; set eps > 0 (default 1e-8) or eps_root > 0.")

@@ -38,7 +38,10 @@ recurrence holds with ``-e``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+from typing import Optional
 
 import chex
 import jax
@@ -46,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosgm_optax._src import base as _base
 from autosgm_optax._src import backend
+from autosgm_optax._src import base as _base
 
 LEVELS = ("summary", "element")
 
@@ -219,6 +222,7 @@ def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
   the count None without ``alpha_prevs``)."""
   beta, gamma, eta, s = signal.filter if signal.filter is not None else (
       0.0, 0.0, 1.0, 1)
+  treedef: Any
   leaves, treedef = jax.tree.flatten(signal.grad)
   n = len(leaves)
   denominator = (signal.denominator if signal.estimate_denominator is None
@@ -413,6 +417,7 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
   """
   beta, _, eta, _ = signal.filter if signal.filter is not None else (
       0.0, 0.0, 1.0, 1)
+  treedef: Any
   leaves, treedef = jax.tree.flatten(signal.grad)
   n = len(leaves)
   alphas, rs, es, hs, undefined = _quantities(

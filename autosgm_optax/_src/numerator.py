@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any
+from typing import NamedTuple
+from typing import Optional
 
 import chex
 import jax
@@ -234,8 +236,8 @@ def correlation_numerator(
     # _base.Signal), or, used alone, the input and no d.
     direction = signal.direction if signal.estimate is None else (
         signal.estimate)
-    denominator = signal.denominator if signal.estimate_denominator is None else (
-        signal.estimate_denominator)
+    denominator = (signal.denominator if signal.estimate_denominator is None
+                   else signal.estimate_denominator)
     columns = zip(leaves, flat(direction), flat(denominator),
                   flat(params), flat(state.c), flat(state.w2),
                   flat(state.p_abs), flat(state.a))

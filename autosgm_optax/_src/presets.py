@@ -3,7 +3,10 @@ blocks, bit for bit its Optax twin."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any
+from typing import Callable
+from typing import Optional
+from typing import Union
 
 import jax
 import optax
@@ -12,8 +15,8 @@ from autosgm_optax._src import base as _base
 from autosgm_optax._src.combinator import scale_by_autosgm
 from autosgm_optax._src.decay import decoupled_decay
 from autosgm_optax._src.denominator import moment_denominator
-from autosgm_optax._src.lowpass import lowpass_filter
 from autosgm_optax._src.learning_rate import scale_by_learning_rate
+from autosgm_optax._src.lowpass import lowpass_filter
 
 __all__ = ("sgd", "phb", "nag", "adam", "adamw")
 

@@ -8,7 +8,8 @@ or a Flax ``nnx.Optimizer`` (pass the optimizer or its ``opt_state``).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -260,7 +261,8 @@ def numerator_values(state: Any) -> dict[str, Any]:
     >>> params = {"w": jnp.ones(3)}
     >>> state = tx.init(params)
     >>> _, state = tx.update({"w": jnp.ones(3)}, state, params)
-    >>> [(path, a["w"].shape) for path, a in asgm.numerator_values(state).items()]
+    >>> values = asgm.numerator_values(state)
+    >>> [(path, a["w"].shape) for path, a in values.items()]
     [('[0].numerator', (1,))]
   """
   is_numerator = lambda x: isinstance(x, CorrelationNumeratorState)

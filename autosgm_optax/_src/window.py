@@ -7,7 +7,10 @@ one (or a number) into the block of the ``window`` slot.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any
+from typing import NamedTuple
+from typing import Optional
+from typing import Union
 
 import chex
 import jax.numpy as jnp

@@ -9,13 +9,13 @@ training step: the stability conditions of a configuration
 dependency). The names are also importable from :mod:`autosgm_optax`.
 """
 
-from autosgm_optax.analysis._plotting import plot_dynamics
-from autosgm_optax.analysis._plotting import plot_windows
 from autosgm_optax.analysis._check import Finding
 from autosgm_optax.analysis._check import StabilityReport
 from autosgm_optax.analysis._check import check_stability
 from autosgm_optax.analysis._conditions import StabilityConditions
 from autosgm_optax.analysis._conditions import stability_conditions
+from autosgm_optax.analysis._plotting import plot_dynamics
+from autosgm_optax.analysis._plotting import plot_windows
 
 __all__ = (
     "Finding",

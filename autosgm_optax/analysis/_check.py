@@ -19,9 +19,13 @@ all leaves and elements); ``_report`` says what it found in words.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any
+from typing import NamedTuple
+from typing import Optional
+from typing import Union
 
 import numpy as np
 

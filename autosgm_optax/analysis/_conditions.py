@@ -19,7 +19,9 @@ a warm-up (``mu F`` rising) is not instability: it is reported apart.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any
+from typing import NamedTuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp

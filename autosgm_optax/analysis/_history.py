@@ -11,7 +11,8 @@ computes on these arrays.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
+from typing import Optional
 
 import jax
 import numpy as np
@@ -34,7 +35,7 @@ def history_level(history: Sequence[Any]) -> str:
         "history must be a non-empty list of Dynamics of one level "
         "(\"summary\" or \"element\"), as learning_dynamics(state)[path] "
         f"returns; got levels {sorted(map(str, levels))}.")
-  return levels.pop()
+  return str(levels.pop())
 
 
 def recorded_steps(history: Sequence[Any], first_step: Optional[int] = None
@@ -80,7 +81,8 @@ def stack_leaves(trees: Sequence[Any], what: str) -> list[np.ndarray]:
   Raises:
     ValueError: the trees' structures differ, or a leaf changes shape.
   """
-  flat = [jax.tree_util.tree_flatten(tree) for tree in trees]
+  flat: list[tuple[list[Any], Any]] = [
+      jax.tree_util.tree_flatten(tree) for tree in trees]
   structure = flat[0][1]
   for k, (_, other) in enumerate(flat):
     if other != structure:

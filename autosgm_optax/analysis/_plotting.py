@@ -3,9 +3,13 @@ optional dependency."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Sequence
 import re
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Optional
+from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -108,6 +112,7 @@ def plot_windows(
     raise ValueError(f"horizon={horizon!r} must be >= 1.")
   pairs = _pairs(windows)
 
+  fig: Any
   if ax is None:
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -163,7 +168,7 @@ def _choose_leaves(names: Sequence[str],
     return list(range(len(names)))
   if isinstance(leaves, str):
     leaves = [leaves]
-  index = {}
+  index: dict[str, int] = {}
   for i, name in enumerate(names):
     index.setdefault(name, i)
     index.setdefault(short_leaf_name(name), i)
@@ -253,6 +258,7 @@ def plot_dynamics(
   history, steps = recorded_steps(history, first_step)
   if statistic not in ("sup", "mean"):
     raise ValueError(f"statistic={statistic!r} must be 'sup' or 'mean'.")
+  fig: Any
   if axes is None:
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
     fig, grid = plt.subplots(2, 2, figsize=(10, 6), sharex=True)

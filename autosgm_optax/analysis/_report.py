@@ -9,7 +9,8 @@ finding.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
+from typing import Optional
 
 # The notes of stability_conditions, by the fact each states.
 NOTES = {

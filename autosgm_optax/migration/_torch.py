@@ -4,7 +4,9 @@ table)."""
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Sequence
+from typing import Any
+from typing import Optional
+from typing import Sequence
 
 import numpy as np
 import optax
@@ -126,7 +128,7 @@ class TorchWindow:
     return (self.length, self.shape, self.options) == (
         other.length, other.shape, other.options)
 
-  __hash__ = None  # mutable attributes; equality by value
+  __hash__ = None  # type: ignore[assignment]  # mutable; equal by value
 
   def __repr__(self) -> str:
     options = "".join(f", {k}={v!r}" for k, v in self.options.items())
