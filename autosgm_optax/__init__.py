@@ -7,6 +7,10 @@ from autosgm_optax import presets
 from autosgm_optax._src.alias import autosgm
 from autosgm_optax._src.base import LIKE_PARAMS
 from autosgm_optax._src.base import AutoSGMBlock
+from autosgm_optax._src.base import BlockFacts
+from autosgm_optax._src.base import BlockUpdate
+from autosgm_optax._src.base import FilterFacts
+from autosgm_optax._src.base import Signal
 from autosgm_optax._src.combinator import ScaleByAutoSGMState
 from autosgm_optax._src.combinator import scale_by_autosgm
 from autosgm_optax._src.decay import WeightDecayState
@@ -49,6 +53,10 @@ __all__ = (
     "analysis",
     "migration",
     "AutoSGMBlock",
+    "BlockFacts",
+    "BlockUpdate",
+    "FilterFacts",
+    "Signal",
     "CorrelationNumeratorState",
     "DiagnosticsState",
     "Finding",

@@ -303,7 +303,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   print(f"digits: {len(data[0])} train, {len(data[1])} test; "
         f"{args.epochs} epochs of batch {batch_size} ({total_steps} steps); "
         f"seed {args.seed}; jax {jax.__version__} on "
-        f"{jax.default_backend()}", flush=True)
+        f"{jax.devices()[0].platform}", flush=True)
   results = {}
   for name, tx in optimizers.items():
     results[name] = train(name, tx, data, epochs=args.epochs,

@@ -39,8 +39,15 @@ copies of ``optax.adam`` read 0.8x. The
 table reports per-optimizer medians. The control row times two independent
 copies of ``optax.adam`` against each other: its ratio shows the noise.
 
+With ``--ablation`` it times, instead, each trick of the CPU backend
+(``autosgm_optax/_src/backend.py``) on and off, side by side, on the
+configurations the tricks target: the ratio is the step without the trick
+over the step with it, the trick's earnings (it is kept only if it earns at
+least 5% on the configuration it targets).
+
 Usage:
   python benchmarks/step_time.py                 # sizes 1e6, 1e7
+  python benchmarks/step_time.py --ablation      # the backend's tricks
   python benchmarks/step_time.py --quick         # a smoke run (seconds)
   python benchmarks/step_time.py --sizes 1e6 --steps 101
 
@@ -67,6 +74,7 @@ import optax
 
 import autosgm_optax as asgm
 from autosgm_optax import presets
+from autosgm_optax._src import backend
 
 LR = 1e-3
 FULL_KWARGS = dict(gamma=0.5528, numerator="correlation", weight_decay=1e-4)
@@ -457,6 +465,71 @@ def run_size(total: int, args) -> None:
     e.release()
 
 
+def ablation_configs() -> list[tuple[str, Callable[[], Any], tuple]]:
+  """(name, factory, the tricks that target it)."""
+  window = lambda: asgm.raised_cosine_window(1000)
+  return [
+      ("full", lambda: asgm.autosgm(LR, window=window(), **FULL_KWARGS),
+       backend.TRICKS),
+      ("full, no averaging", lambda: asgm.autosgm(
+          LR, window=window(), numerator_average=False,
+          numerator_smoothing=None, **FULL_KWARGS), backend.TRICKS),
+      ("a zero, no numerator (gamma=0.5528)",
+       lambda: asgm.autosgm(LR, gamma=0.5528), ("in_place_filter",)),
+      ('full, diagnostics="summary"', lambda: asgm.autosgm(
+          LR, window=window(), diagnostics="summary", **FULL_KWARGS),
+       ("ordered_record",)),
+  ]
+
+
+def run_ablation(total: int, args) -> None:
+  shapes = leaf_shapes(total, args.leaves)
+  key_p, key_g = jax.random.split(jax.random.PRNGKey(args.seed))
+  params0 = make_tree(shapes, key_p, 0.1)
+  grads = make_tree(shapes, key_g, 1.0)
+  jax.block_until_ready((params0, grads))
+  print(f"\n## ablation, {sum(int(np.prod(s)) for s in shapes):,} "
+        f"parameters, {len(shapes)} leaves")
+  entries = {}
+  t0 = time.perf_counter()
+  for name, factory, tricks in ablation_configs():
+    for off in ((),) + tuple((t,) for t in tricks):
+      with backend.without(*off):
+        entries[(name, off)] = Entry(f"{name} -{off}", factory(), params0,
+                                     grads)
+  compile_s = time.perf_counter() - t0
+  order = list(entries.values())
+  for _ in range(args.warmup):
+    for e in order:
+      e.step()
+  rng = np.random.default_rng(args.seed)
+  for _ in range(args.steps):
+    for i in rng.permutation(len(order)):
+      order[i].times.append(order[i].step())
+  print(f"(compile {compile_s:.1f} s; {args.steps} timed interleaved steps "
+        f"each; load average {_load()})\n")
+  print("| configuration | trick off | with (ms) | without (ms) | time ratio "
+        "| bytes ratio | temp MiB (with, without) |")
+  print("|---|---|---:|---:|---:|---:|---:|")
+  verdicts = []
+  for name, _, tricks in ablation_configs():
+    on = entries[(name, ())]
+    for trick in tricks:
+      off = entries[(name, (trick,))]
+      ratio = off.median_ms / on.median_ms
+      bratio = (off.bytes / on.bytes) if off.bytes and on.bytes else float(
+          "nan")
+      temps = ", ".join(f"{(e.temp_bytes or 0) / 2**20:.1f}"
+                        for e in (on, off))
+      print(f"| {name} | {trick} | {on.median_ms:.3f} | {off.median_ms:.3f} "
+            f"| {ratio:.3f} | {bratio:.3f} | {temps} |")
+      verdicts.append(f"- {trick} on {name}: earns {100 * (ratio - 1):+.1f}%"
+                      f" ({'keep' if ratio >= 1.05 else 'below 5%'})")
+  print("\n".join(verdicts))
+  for e in entries.values():
+    e.release()
+
+
 def _jaxlib_version() -> str:
   try:
     import jaxlib  # pylint: disable=import-outside-toplevel
@@ -470,6 +543,18 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
   except OSError:
     return "n/a"
+
+
+def cpu_model() -> str:
+  """The CPU's model name (``/proc/cpuinfo``, as ``lscpu`` prints it)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -487,6 +572,8 @@ def main(argv=None) -> None:
   parser.add_argument("--warmup", type=int, default=3,
                       help="untimed steps per optimizer after compiling")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--ablation", action="store_true",
+                      help="time each trick of the CPU backend on and off")
   parser.add_argument("--quick", action="store_true",
                       help="smoke run: size 1e5, at most 6 leaves, 5 steps, 1 warm-up")
   args = parser.parse_args(argv)
@@ -500,15 +587,7 @@ def main(argv=None) -> None:
   cmd = shlex.join([sys.executable] + (sys.argv if argv is None else
                                        ["step_time.py"] + list(argv)))
   dev = jax.devices()[0]
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
+  cpu = cpu_model()
   print(f"command: {cmd}")
   print(f"jax {jax.__version__}, jaxlib {_jaxlib_version()}, "
         f"optax {optax.__version__}, autosgm_optax {asgm.__version__}, "
@@ -522,7 +601,7 @@ def main(argv=None) -> None:
   if args.quick:
     print("--quick: a smoke run; its timings say nothing about the targets")
   for total in parse_sizes(args.sizes):
-    run_size(total, args)
+    (run_ablation if args.ablation else run_size)(total, args)
 
 
 if __name__ == "__main__":

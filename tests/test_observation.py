@@ -1,7 +1,6 @@
-"""How the program around the step changes its bits: donated buffers do not;
-diagnostics do not at the configurations that run on the whole tree, and
-still change the last bit where the step runs leaf by leaf or with coupled
-decay (the record's ordering, issue 17; marked xfail)."""
+"""How the program around the step changes its bits: donated buffers do not,
+and diagnostics do not (every level, every cadence, on the whole tree and
+leaf by leaf, plain and under inject_hyperparams, float32 and float64)."""
 
 import jax
 import jax.numpy as jnp
@@ -62,21 +61,6 @@ def _assert_bitwise(trace, reference):
           f"update {step + 1} differs")
 
 
-#: Where the summary's record still changes the update's rounding: the
-#: exact 1s that order the record before the step change how XLA rewrites
-#: the step (leaf by leaf with a numerator; coupled decay).
-NOT_YET = {"coupled", "correlation_window", "robust_masked",
-           "moment_no_average"}
-
-
-def _configs():
-  # Not strict: whether XLA's rewrites happen to keep the bits may depend
-  # on the CPU; the whole-tree configurations above are the assertion.
-  return [pytest.param(name, marks=pytest.mark.xfail(
-      reason="the record's ordering changes the last bit"))
-          if name in NOT_YET else name for name in sorted(CONFIGS)]
-
-
 def _check(name, dtype):
   params, loss = PROBLEMS["mlp"](dtype)
   off = _run(asgm.autosgm(1e-2, **CONFIGS[name]), params, loss, True)
@@ -95,25 +79,22 @@ def test_donated_buffers_change_no_bit(name):
   _assert_bitwise(_run(tx, params, loss, True), _run(tx, params, loss, False))
 
 
-@pytest.mark.parametrize("name", _configs())
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_diagnostics_change_no_bit(name):
   _check(name, jnp.float32)
 
 
-@pytest.mark.parametrize("name", _configs())
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_diagnostics_change_no_bit_float64(name, enable_x64):
   del enable_x64
   _check(name, jnp.float64)
 
 
-@pytest.mark.xfail(reason="leaf by leaf with a numerator")
 def test_diagnostics_change_no_bit_under_inject_hyperparams():
   params, loss = PROBLEMS["mlp"]()
   config = dict(gamma=0.5528, numerator="correlation", weight_decay=0.01)
   make = lambda **kw: optax.inject_hyperparams(asgm.autosgm)(
       learning_rate=1e-2, **config, **kw)
-
-
   inner = lambda state: state.inner_state
   want = _run(make(), params, loss, False, inner)
   got = _run(make(diagnostics="summary", diagnostics_every=jnp.int32(4)),

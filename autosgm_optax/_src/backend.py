@@ -1,42 +1,173 @@
-"""Run an update leaf by leaf, so that XLA on CPU keeps each leaf in cache.
+"""Everything that exists only for XLA on one CPU device, in one place.
 
-Without multi-output fusion, XLA on CPU writes every state buffer of a leaf
-in its own kernel and reads the leaf's gradient, parameters and new state
-again in the following kernels (the numerator, the per-leaf average, the
-update). Its scheduler interleaves the leaves, so at 10M parameters each of
-those reads comes from main memory. Made to depend on the previous leaf's
-result, each leaf's kernels run back to back and their re-reads hit the
-cache (measured: the full configuration went from about 1.4x to 1.2x its
-floor kernel at 10M parameters, `benchmarks/step_time.py`).
+The blocks write their formulas once, plainly; :func:`run` is the one call
+that :func:`autosgm_optax.scale_by_autosgm` makes into this module. It
+decides from where the arrays live (their devices) whether the tricks below
+apply, and hands the step a :class:`~autosgm_optax._src.base.Realisation`:
+the plain one elsewhere (GPUs and TPUs fuse the step into few kernels; with
+several devices a slice of a sharded leaf would cost a collective), the
+CPU one here.
 
-The dependency is arithmetic, because XLA on CPU removes optimisation
-barriers before it schedules: the next leaf's gradient and parameters are
-multiplied by an exact 1 computed from the previous leaf's output, which
-leaves every bit unchanged (also for inf and NaN) and costs one
-multiplication per element inside kernels that run anyway.
+Why tricks at all: without multi-output fusion, XLA on CPU writes every
+state buffer of a leaf in its own kernel and reads the leaf's gradient,
+parameters and new state again in the following kernels. Which kernels run
+when, and which donated buffers it must copy, follow from data dependencies
+only (it removes ``lax.optimization_barrier`` before scheduling), so the
+tricks are arithmetic that leaves every bit unchanged.
+
+Each trick is kept because it earns at least 5% on the configuration it
+targets, measured side by side by ``python benchmarks/step_time.py
+--ablation`` (docs/performance.md has the table and the machine); a trick
+below that was deleted (the numerator's estimators read a second,
+separately rounded copy of ``H[g] / d`` so that XLA fused each into its
+consumer: 1.7-3.2% on a 2-core AMD EPYC, 2026-12-05).
+
+- ``in_place_filter``: the filter's output from its new state,
+  ``v = (1 - gamma/beta) m(t) + (gamma eta / beta) g(t)`` instead of
+  ``m(t) - gamma m(t-1)``. Then only the update of ``m`` reads ``m(t-1)``
+  and XLA overwrites the donated buffer in place instead of copying it
+  (2.0-2.3x at 10M parameters, 1.12-1.18x at 1M, with a zero). Used for a
+  plain pole ``beta >= 0.5`` only: dividing by ``beta`` loses accuracy
+  towards 0, and a traced pole's size is unknown.
+- ``leaf_by_leaf``: with a numerator, the update runs leaf after leaf, each
+  leaf's inputs taken through an exact 1 computed from the
+  previous leaf's new state, so that XLA runs a leaf's kernels back to
+  back and their re-reads hit the cache instead of interleaving the leaves
+  (1.28-1.34x at 10M parameters; 1.00-1.05x at 1M).
+- ``ordered_record``: the diagnostics' kernels read the old history and
+  the parameters; the kernels that overwrite those donated buffers take
+  their inputs through an exact 1 computed from the readers, so that they
+  wait for them and XLA copies no buffer.
+
+An exact 1 orders a value by a select (:func:`times`), never a product:
+the order must not change the step's arithmetic, or turning the
+diagnostics on would change the update's rounding.
+
+Tests and benchmarks turn tricks off with :func:`without`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 from typing import Callable
+from typing import Iterator
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
+from autosgm_optax._src import base as _base
 
-def enabled(leaves: list[Any]) -> bool:
-  """Sequence on a single CPU device, for trees of two or more non-empty
-  leaves.
+TRICKS = ("in_place_filter", "leaf_by_leaf", "ordered_record")
 
-  Elsewhere the update runs on the whole tree: GPUs and TPUs have
-  multi-output fusion, and with several devices the scalar taken from a
-  sharded leaf would cost a collective per leaf (and explicit sharding
-  refuses the slice). The combinator sequences only configurations with a
-  numerator (see :func:`autosgm_optax.scale_by_autosgm`).
+_OFF: contextvars.ContextVar[frozenset] = contextvars.ContextVar(
+    "autosgm_optax_backend_off", default=frozenset())
+
+
+@contextlib.contextmanager
+def without(*tricks: str) -> Iterator[None]:
+  """Turns tricks off for the optimizers traced inside (benchmarks, tests)."""
+  unknown = set(tricks) - set(TRICKS)
+  if unknown:
+    raise ValueError(f"unknown tricks {sorted(unknown)}; known: {TRICKS}.")
+  token = _OFF.set(_OFF.get() | frozenset(tricks))
+  try:
+    yield
+  finally:
+    _OFF.reset(token)
+
+
+def _on(trick: str) -> bool:
+  return trick not in _OFF.get()
+
+
+def on_one_cpu(leaves: list[Any]) -> bool:
+  """Whether the arrays live on one CPU device.
+
+  Concrete arrays say where they live. Traced ones (inside ``jax.jit``) say
+  only their mesh: a mesh of several devices means sharded; otherwise jit
+  runs the step on the default device, and with several devices present it
+  may be sharded over them, which a trace cannot see (so: no).
   """
-  return (jax.default_backend() == "cpu" and jax.device_count() == 1
-          and sum(1 for x in leaves if jnp.size(x)) >= 2)
+  devices: set = set()
+  traced = False
+  for x in leaves:
+    if isinstance(x, jax.core.Tracer):
+      traced = True
+      mesh = getattr(jax.typeof(x).sharding, "mesh", None)
+      if mesh is not None and getattr(mesh, "size", 1) > 1:
+        return False
+    elif isinstance(x, jax.Array):
+      devices |= set(x.devices())
+  if traced or not devices:
+    devices |= set(jax.devices())
+  return len(devices) == 1 and next(iter(devices)).platform == "cpu"
+
+
+# ---------------------------------------------------------------------------
+# the CPU realisation
+
+
+def _in_place_filter(m_new: Any, g: Any, beta: Any, gamma: Any,
+                     eta: Any) -> Optional[Any]:
+  if not (_base.is_number(beta) and _base.is_number(gamma) and beta >= 0.5):
+    return None
+  return (1 - gamma / beta) * m_new + (gamma * eta / beta) * g
+
+
+def exact_one(tree: Any) -> Any:
+  """An exact 1 that XLA can only compute after every array of ``tree``;
+  None if ``tree`` holds no element."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.size(x)]
+  if not leaves:
+    return None
+  # One reduction, not elements: XLA fuses an element's (or a scalar's)
+  # arithmetic into every kernel that uses the 1, recomputing it for every
+  # element of those kernels (measured: a token summed from 50 scalars made
+  # a step 1.6x slower), but keeps a reduction's scalar apart. At least two
+  # elements, since XLA turns a reduction of one element into that element.
+  parts = [jnp.real(jnp.ravel(x)[:2]).astype(jnp.float32) for x in leaves]
+  if sum(p.size for p in parts) < 2:
+    parts = parts * 2
+  token = jnp.sum(jnp.concatenate(parts))
+  return 1 + 0 * jnp.nan_to_num(token)
+
+
+def times(tree: Any, one: Any) -> Any:
+  """``tree``, computed after ``one`` (an exact 1 from :func:`exact_one`, or
+  None for no order): each element selected where ``one == 1``, which holds
+  always, so every bit passes (inf, NaN and signed zeros included).
+
+  A select, not a product: multiplied by the 1, a state read inside the
+  step's arithmetic made XLA fuse and round the step differently (the
+  diagnostics changed the updates' last bit); a select leaves the fused
+  arithmetic as it is (measured: every configuration of
+  ``tests/test_observation.py`` bit for bit with and without diagnostics).
+  """
+  if one is None:
+    return tree
+  keep = one == 1
+  return jax.tree.map(lambda x: jnp.where(keep, x, jnp.zeros_like(x)), tree)
+
+
+def _after(tree: Any, token: Any) -> Any:
+  return times(tree, exact_one(token))
+
+
+def realisation(leaves: list[Any]) -> _base.Realisation:
+  """The realisation for arrays like ``leaves``: the CPU one on one CPU
+  device (less what :func:`without` turned off), else the plain one."""
+  if not on_one_cpu(leaves):
+    return _base.PLAIN
+  return _base.Realisation(
+      filter_output=_in_place_filter if _on("in_place_filter") else None,
+      after=_after if _on("ordered_record") else _base.PLAIN.after)
+
+
+# ---------------------------------------------------------------------------
+# leaf by leaf
 
 
 def _only(tree: Any, treedef: Any, i: int) -> Any:
@@ -56,6 +187,8 @@ def _like(treedef: Any) -> Callable[[Any], bool]:
 def split(tree: Any, treedef: Any, i: int) -> Any:
   """``tree`` with each subtree structured like the parameters reduced to
   its i-th leaf (others None); everything else (counters, scalars) kept."""
+  if tree is None:
+    return None
   is_like = _like(treedef)
   return jax.tree.map(
       lambda x: _only(x, treedef, i) if is_like(x) else x, tree,
@@ -73,6 +206,7 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
   for i, part in enumerate(parts):
     part_def = jax.tree.structure(_only(treedef.unflatten(
         [0] * treedef.num_leaves), treedef, i))
+
     def is_part(x: Any, part_def: Any = part_def) -> bool:
       return x is not None and jax.tree.structure(x) == part_def
 
@@ -90,29 +224,76 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
   return outer.unflatten(merged)
 
 
-def exact_one(tree: Any, previous: Any = None) -> Any:
-  """An exact 1 that XLA can only compute after every array of ``tree``
-  (arrays written to memory anyway, e.g. a new state, or scalars);
-  ``previous`` if ``tree`` holds no element, or with several devices."""
-  leaves = [x for x in jax.tree.leaves(tree) if jnp.size(x)]
-  if not leaves or jax.device_count() > 1:
-    # (With several devices the order is left to XLA: a slice of a sharded
-    # leaf costs a collective, and explicit sharding refuses it.)
-    return previous
-  # One reduction, not elements: XLA fuses an element's (or a scalar's)
-  # arithmetic into every kernel that uses the 1, recomputing it for every
-  # element of those kernels (measured: a token summed from 50 scalars made
-  # a step 1.6x slower), but keeps a reduction's scalar apart. At least two
-  # elements, since XLA turns a reduction of one element into that element.
-  parts = [jnp.real(jnp.ravel(x)[:2]).astype(jnp.float32) for x in leaves]
-  if sum(p.size for p in parts) < 2:
-    parts = parts * 2
-  token = jnp.sum(jnp.concatenate(parts))
-  return 1 + 0 * jnp.nan_to_num(token)
+def _written_last(new: Any, old: Any) -> list:
+  """The buffers that the next leaf waits for: those of the last part of the
+  state (the state's fields are in the order the blocks run) that the step
+  wrote, with two or more elements. Not a buffer passed through (waiting on
+  an old buffer keeps it alive past its overwrite, and XLA copies it), not
+  scalars or a per-leaf average (the next leaf would wait on its
+  single-threaded reduction), and only the last block's (measured: waiting
+  on every written buffer, 3.5% slower at 1M parameters)."""
+  fields = list(zip(new, old)) if isinstance(new, tuple) else [(new, old)]
+  for new_part, old_part in reversed(fields):
+    written = [x for x, y in zip(jax.tree.leaves(new_part),
+                                 jax.tree.leaves(old_part))
+               if x is not y and jnp.size(x) > 1]
+    if written:
+      return written
+  return []
 
 
-def times(tree: Any, one: Any) -> Any:
-  """``tree * one`` leaf by leaf, in each leaf's dtype (bit for bit
-  ``tree``); ``one`` an array from :func:`exact_one` or the number 1 that
-  :func:`exact_one` hands back when it found no element."""
-  return jax.tree.map(lambda x: x * jnp.asarray(one, x.dtype), tree)
+def _both(a: Any, b: Any) -> Any:
+  return a if b is None else b if a is None else a * b
+
+
+#: ``step(updates, state, params, realisation) -> (out, new_state)``.
+Step = Callable[[Any, Any, Any, _base.Realisation], tuple[Any, Any]]
+#: ``record(parts, realisation) -> (record, ones)``: a record taken before
+#: the step from its parts (one ``(updates, state, params)`` per leaf, or
+#: the whole tree), and an exact 1 per part that the step must wait for.
+Record = Callable[[list, _base.Realisation], tuple[Any, list]]
+
+
+def run(step: Step, updates: Any, state: Any, params: Any, *,
+        leaf_by_leaf: bool, record: Optional[Record] = None,
+        ) -> tuple[Any, Any, Any]:
+  """``step`` on the whole tree, or leaf by leaf where that pays (on one CPU
+  device, with ``leaf_by_leaf``, for two or more non-empty leaves).
+
+  Returns the update, the new state and ``record``'s result (or None).
+  """
+  leaves, treedef = jax.tree.flatten(updates)
+  realise = realisation(leaves)
+  sequenced = (leaf_by_leaf and realise is not _base.PLAIN
+               and _on("leaf_by_leaf")
+               and sum(1 for x in leaves if jnp.size(x)) >= 2)
+  if sequenced:
+    parts = [(split(updates, treedef, i), split(state, treedef, i),
+              split(params, treedef, i)) for i in range(len(leaves))]
+  else:
+    parts = [(updates, state, params)]
+  recorded, ones = None, [None] * len(parts)
+  if record is not None:
+    recorded, ones = record(parts, realise)
+  outs, states, previous = [], [], None
+  for (g, s, p), recorded_one in zip(parts, ones):
+    # One exact 1 orders the part's inputs: after the record (which reads
+    # the donated buffers: the state's per-element buffers and the
+    # parameters) and after the previous leaf's kernels. The same inputs
+    # are ordered with and without a record, so that XLA fuses the step
+    # the same way (and rounds it the same) either way.
+    one = _both(previous, recorded_one)
+    if one is not None:
+      g, p = times(g, one), times(p, one)
+      s = jax.tree.map(lambda x, one=one: times(x, one) if jnp.size(x) > 1
+                       else x, s)
+    out, new = step(g, s, p, realise)
+    if sequenced:
+      token = exact_one(_written_last(new, s))
+      previous = previous if token is None else token
+    outs.append(out)
+    states.append(new)
+  if not sequenced:
+    return outs[0], states[0], recorded
+  return (merge(outs, updates, treedef), merge(states, state, treedef),
+          recorded)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import numbers
 from typing import Any
 from typing import Callable
@@ -49,6 +50,26 @@ class FilterFacts(NamedTuple):
   s: Any = None
 
 
+class Realisation(NamedTuple):
+  """How a device realises the blocks' formulas (``backend.py`` makes the
+  CPU one; every field's default is the plain formula).
+
+  Attributes:
+    filter_output: None, or ``f(m_new, g, beta, gamma, eta)`` giving the
+      filter's output ``m(t) - gamma m(t-1)`` from its new state and input
+      (or None where that form does not apply).
+    after: ``after(tree, token)``: ``tree``, computed after every array of
+      ``token`` (the plain one ignores ``token``).
+  """
+
+  filter_output: Optional[Callable[..., Any]] = None
+  after: Callable[[Any, Any], Any] = lambda tree, token: tree
+
+
+#: The plain realisation: the formulas as written.
+PLAIN = Realisation()
+
+
 class Signal(NamedTuple):
   """The per-step context shared by the blocks of one AutoSGM update.
 
@@ -64,20 +85,7 @@ class Signal(NamedTuple):
     window: the scalar window value ``F(t)``, or None.
     filter: the :class:`FilterFacts` of the filter that ran, or None: read
       by the diagnostics.
-    estimate: the direction again (filter output over the denominator,
-      without decay), built by a second, independently rounded expression
-      for the numerator's estimators; None while it equals ``direction``.
-    estimate_denominator: ``d(t)`` built the same way, or None.
-
-  Why two expressions of one value: the estimators and the final update
-  both read ``H[g] / d``. XLA will not duplicate a division or a square
-  root into two consumers, so one shared expression is written to memory
-  (a temporary as large as the parameters, 38 MiB at 10M parameters, mapped
-  afresh every step) and read back twice. Two separate expressions are
-  each fused into their one consumer, straight from the filter's and the
-  denominator's state. They differ by float32 rounding only (the estimate
-  multiplies by reciprocals where the update divides, which keeps the update
-  bit for bit Optax's at its presets).
+    realisation: the :class:`Realisation` of this device.
   """
 
   grad: Any
@@ -87,12 +95,12 @@ class Signal(NamedTuple):
   numerator: Any = None
   window: Any = None
   filter: Any = None
-  estimate: Any = None
-  estimate_denominator: Any = None
+  realisation: Realisation = PLAIN
 
   @classmethod
-  def from_gradient(cls, updates: Any) -> "Signal":
-    return cls(grad=updates, direction=updates)
+  def from_gradient(cls, updates: Any,
+                    realisation: Realisation = PLAIN) -> "Signal":
+    return cls(grad=updates, direction=updates, realisation=realisation)
 
   def finish(self) -> Any:
     """Returns ``F * a * (direction + decay)``, skipping the empty parts."""
@@ -121,52 +129,99 @@ class Signal(NamedTuple):
 ApplyFn = Callable[[Signal, Any, Any], tuple[Signal, Any]]
 
 
-#: The static facts a block may state in its ``info``, and their defaults
-#: (what the combinator assumes of a block that says nothing):
-#: ``zero_is_zero``: the filter's zero is a plain 0, so ``e(t)`` of the
-#: diagnostics needs no gradient history (assume not: keep the history);
-#: ``explicit_dtype``: None, or the state dtype the user chose for the block
-#: (then the update has the dtype that arithmetic with it gives, the
-#: gradients' dtype promoted with it, as ``optax.adam(mu_dtype=...)``'s;
-#: else the gradients' dtype);
-#: ``identity``: the block passes the signal through unchanged (a decay with
-#: a plain rate of 0), so the diagnostics keep no history for it.
-DEFAULT_INFO = {"zero_is_zero": False, "explicit_dtype": None,
-                "identity": False}
+@dataclasses.dataclass(frozen=True)
+class BlockFacts:
+  """Static facts a block states about its configuration; the defaults are
+  what the combinator assumes of a block that says nothing.
+
+  Attributes:
+    zero_is_zero: the filter's zero is a plain 0, so ``e(t)`` of the
+      diagnostics needs no gradient history (assume not: keep it).
+    explicit_dtype: None, or the state dtype the user chose for the block:
+      then the update has the dtype that arithmetic with it gives (the
+      gradients' dtype promoted with it, as ``optax.adam(mu_dtype=...)``);
+      else the gradients' dtype.
+    identity: the block passes the signal through unchanged (a decay with a
+      plain rate of 0), so the diagnostics keep no history for it.
+  """
+
+  zero_is_zero: bool = False
+  explicit_dtype: Optional[jnp.dtype] = None
+  identity: bool = False
+
+
+def _facts(facts: Any, info: Optional[dict]) -> BlockFacts:
+  if info is not None:  # the mapping form of earlier versions
+    known = {f.name for f in dataclasses.fields(BlockFacts)}
+    unknown = set(info) - known
+    if unknown:
+      raise ValueError(f"info has unknown keys {sorted(unknown)}; the known "
+                       f"ones are {sorted(known)} (see BlockFacts).")
+    facts = dataclasses.replace(facts or BlockFacts(), **info)
+  if facts is None:
+    return BlockFacts()
+  if not isinstance(facts, BlockFacts):
+    raise TypeError(f"facts={facts!r} must be a BlockFacts.")
+  return facts
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockUpdate:
+  """What defines an AutoSGM block, and its ``update`` used alone: ``apply``
+  run on a signal made from the input (taken as the raw gradient), the
+  result in the input's dtype (promoted with ``facts.explicit_dtype``)."""
+
+  apply: ApplyFn
+  kind: str
+  facts: BlockFacts
+  last: Optional[Callable[[Any], Any]]
+
+  def __call__(self, updates, state, params=None, **extra_args):
+    del extra_args
+    # Scheduled as in the combinator, so that a block alone and the same
+    # block in its slot give the same bits. (Imported here: the backend
+    # builds on this module.)
+    from autosgm_optax._src import backend  # pylint: disable=import-outside-toplevel
+
+    def step(grads, state, params, realisation):
+      signal = Signal.from_gradient(grads, realisation)
+      signal, state = self.apply(signal, state, params)
+      return signal.finish(), state
+
+    out, state, _ = backend.run(step, updates, state, params,
+                                leaf_by_leaf=self.kind == "numerator")
+    return output_dtype(out, updates, [self.facts.explicit_dtype]), state
 
 
 class AutoSGMBlock(optax.GradientTransformationExtraArgs):
   """An Optax gradient transformation that is also an AutoSGM building block.
 
-  It behaves as any :class:`optax.GradientTransformationExtraArgs` (``init``,
-  ``update``; extra update arguments are accepted and ignored). Its ``kind``
-  names the slot of :func:`autosgm_optax.scale_by_autosgm` it fills,
-  ``apply`` is the step that the combinator runs on its shared
-  :class:`Signal`, ``info`` holds static facts about its configuration (the
-  keys of :data:`DEFAULT_INFO`; missing keys take their defaults), and
-  ``last`` (or None) maps the block's state to its factor of the last
-  update's effective learning rate (the filter's ``s``, the denominator's
-  ``d``, the numerator's ``a``, the window's ``F``; undefined before the
-  first update), which the summary-level diagnostics read instead of
-  keeping ``alpha(t-1)``.
+  It is an :class:`optax.GradientTransformationExtraArgs` (``init``,
+  ``update``; extra update arguments are accepted and ignored) whose
+  ``update`` is a :class:`BlockUpdate`, a frozen record of what defines the
+  block: ``kind`` names the slot of :func:`autosgm_optax.scale_by_autosgm`
+  it fills; ``apply(signal, state, params) -> (signal, state)`` is the step
+  the combinator runs on its shared :class:`Signal`; ``facts`` is a
+  :class:`BlockFacts`; ``last`` (or None) maps the block's state to its
+  factor of the last update's effective learning rate (the filter's ``s``,
+  the denominator's ``d``, the numerator's ``a``, the window's ``F``;
+  undefined before the first update), which the summary-level diagnostics
+  read instead of keeping ``alpha(t-1)``. The block reads them as
+  attributes (``block.kind``, ...).
 
-  ``update`` is made from ``apply``: used alone, the block runs ``apply`` on
-  a signal made from its input (taken as the raw gradient) and returns the
-  result in the input's dtype (promoted with ``info["explicit_dtype"]``,
-  where the user chose a state dtype). Blocks
-  survive ``copy.copy``, ``copy.deepcopy`` and ``_replace`` (which takes
-  ``init``, ``apply``, ``kind``, ``info`` and ``last``; ``update`` follows
-  ``apply``).
+  Used alone the block runs ``apply`` on a signal made from its input.
+  Blocks survive ``copy.copy``, ``copy.deepcopy``, pickling (where their
+  functions pickle) and ``_replace`` (which takes ``init``, ``apply``,
+  ``kind``, ``facts`` and ``last``; ``update`` follows ``apply``).
+  ``info=`` (a mapping of the facts' fields) is accepted for ``facts=``.
   """
 
-  kind: str
-  apply: ApplyFn
-  info: dict
-  last: Optional[Callable[[Any], Any]]
+  __slots__ = ()
 
   def __new__(cls, init, apply: ApplyFn, kind: str,
-              info: Optional[dict] = None,
-              last: Optional[Callable[[Any], Any]] = None):
+              facts: Optional[BlockFacts] = None,
+              last: Optional[Callable[[Any], Any]] = None, *,
+              info: Optional[dict] = None):
     if not isinstance(kind, str):
       raise TypeError(f"kind={kind!r} must be a str naming the block's slot.")
     if not callable(init) or not callable(apply):
@@ -174,33 +229,34 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
           f"init={init!r} and apply={apply!r} must be callables: "
           "init(params) -> state, apply(signal, state, params) -> "
           "(signal, state).")
-    unknown = set(info or {}) - set(DEFAULT_INFO)
-    if unknown:
-      raise ValueError(
-          f"info has unknown keys {sorted(unknown)}; the known ones are "
-          f"{sorted(DEFAULT_INFO)}.")
-    facts = {**DEFAULT_INFO, **(info or {})}
+    if last is not None and not callable(last):
+      raise TypeError(f"last={last!r} must be None or a callable.")
+    spec = BlockUpdate(apply, kind, _facts(facts, info), last)
+    return super().__new__(cls, init, spec)
 
-    def update_fn(updates, state, params=None, **extra_args):
-      del extra_args
-      signal, state = apply(Signal.from_gradient(updates), state, params)
-      return output_dtype(signal.finish(), updates,
-                          [facts["explicit_dtype"]]), state
+  @property
+  def apply(self) -> ApplyFn:
+    return self.update.apply
 
-    self = super().__new__(cls, init, update_fn)
-    # A tuple subclass without __slots__ keeps a __dict__ for these.
-    self.kind = kind
-    self.apply = apply
-    self.info = facts  # static facts the combinator may read
-    self.last = last
-    return self
+  @property
+  def kind(self) -> str:
+    return self.update.kind
 
-  def __reduce__(self):
-    # copy, deepcopy (and pickle, where the functions pickle) rebuild the
-    # block from what defines it; a tuple's default would call __new__ with
-    # (init, update) only.
-    return (type(self), (self.init, self.apply, self.kind, dict(self.info),
-                         self.last))
+  @property
+  def facts(self) -> BlockFacts:
+    return self.update.facts
+
+  @property
+  def info(self) -> dict:
+    """The facts as a mapping (earlier versions' form)."""
+    return dataclasses.asdict(self.facts)
+
+  @property
+  def last(self) -> Optional[Callable[[Any], Any]]:
+    return self.update.last
+
+  def __getnewargs__(self):  # copy, deepcopy and pickle rebuild from these
+    return (self.init, self.apply, self.kind, self.facts, self.last)
 
   def _replace(self, **changes) -> "AutoSGMBlock":
     if "update" in changes:
@@ -209,8 +265,8 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
           "(block._replace(apply=...)), or wrap the block in an "
           "optax.GradientTransformation of your own.")
     fields = dict(init=self.init, apply=self.apply, kind=self.kind,
-                  info=dict(self.info), last=self.last)
-    unknown = set(changes) - set(fields)
+                  facts=self.facts, last=self.last)
+    unknown = set(changes) - set(fields) - {"info"}
     if unknown:
       raise ValueError(
           f"_replace got unknown fields {sorted(unknown)}; an AutoSGMBlock "
@@ -219,7 +275,7 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
     return type(self)(**fields)
 
   def __repr__(self) -> str:
-    return f"AutoSGMBlock(kind={self.kind!r})"
+    return f"AutoSGMBlock(kind={self.kind!r}, facts={self.facts!r})"
 
 
 # ---------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def _decay_block(rate: Any, factor: Any, mask: Mask, coupled: bool,
 
   kind = "coupled_decay" if coupled else "decoupled_decay"
   return _base.AutoSGMBlock(init_fn, apply_fn, kind=kind,
-                            info={"identity": skip})
+                            facts=_base.BlockFacts(identity=skip))
 
 
 def decoupled_decay(

@@ -75,44 +75,29 @@ def moment_denominator(
     return MomentDenominatorState(
         count=jnp.zeros([], jnp.int32), nu=_base.zeros_like_tree(params, dtype))
 
+  def denominator(nu, count):  # d(t) from the state, as Optax's Adam
+    nu_hat = optax.tree.bias_correction(nu, beta, count)
+    return jax.tree.map(lambda n: jnp.sqrt(n + eps_root) + eps, nu_hat)
+
   def apply_fn(signal, state, params):
     del params
     count_inc = optax.safe_increment(state.count)
-    # Optax's own moment update and bias correction, so that the Adam point
-    # rounds exactly as optax.scale_by_adam.
     grad = signal.grad
     if dtype is None:  # the library's float32 state: a bfloat16 gradient is
       # squared in float32 (a chosen dtype computes as Optax does)
       grad = jax.tree.map(_base.promoted, grad, state.nu)
+    # Optax's own moment update and bias correction, so that the Adam point
+    # rounds exactly as optax.scale_by_adam.
     nu = optax.tree.update_moment_per_elem_norm(grad, state.nu, beta, 2)
-    nu_hat = optax.tree.bias_correction(nu, beta, count_inc)
-    d = jax.tree.map(lambda n: jnp.sqrt(n + eps_root) + eps, nu_hat)
+    d = denominator(nu, count_inc)
     direction = jax.tree.map(lambda x, dd: x / dd, signal.direction, d)
-    # d and direction again for the numerator's estimators, by a separate
-    # expression (see _base.Signal) that no algebraic rewrite makes equal to
-    # d's: sqrt(nu + eps_root c) / sqrt(c) + eps with c the bias correction.
-    # Unused, XLA drops it.
-    correction = 1 - beta**count_inc
-    inv_root = jax.lax.rsqrt(correction)
-    if _base.is_number(eps_root) and eps_root == 0:
-      shifted = lambda n: n
-    else:
-      shifted = lambda n: n + (eps_root * correction).astype(n.dtype)
-    d_est = jax.tree.map(
-        lambda n: jnp.sqrt(shifted(n)) * inv_root.astype(n.dtype) + eps, nu)
-    estimate = signal.direction if signal.estimate is None else (
-        signal.estimate)
-    estimate = jax.tree.map(lambda x, dd: x / dd, estimate, d_est)
     new_state = MomentDenominatorState(
         count=count_inc, nu=_base.cast_tree(nu, state.nu))
-    return signal._replace(direction=direction, denominator=d,
-                           estimate=estimate,
-                           estimate_denominator=d_est), new_state
+    return signal._replace(direction=direction, denominator=d), new_state
 
-  def last_fn(state):  # d(t) of the last update, as apply_fn builds it
-    nu_hat = optax.tree.bias_correction(state.nu, beta, state.count)
-    return jax.tree.map(lambda n: jnp.sqrt(n + eps_root) + eps, nu_hat)
+  def last_fn(state):  # d(t) of the last update
+    return denominator(state.nu, state.count)
 
   return _base.AutoSGMBlock(
       init_fn, apply_fn, kind="denominator", last=last_fn,
-      info={"explicit_dtype": _base.explicit_dtype(dtype)})
+      facts=_base.BlockFacts(explicit_dtype=_base.explicit_dtype(dtype)))

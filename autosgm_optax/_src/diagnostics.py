@@ -34,6 +34,29 @@ The core (:func:`autosgm_optax.scale_by_autosgm`) records everything but
 ``mu``, which the learning-rate block keeps (``mu(t)`` and ``mu(t-1)``);
 :func:`learning_dynamics` combines the two. With ``maximize=True`` the
 recurrence holds with ``-e``.
+
+Recording. With ``diagnostics_every=1`` (and at the element level) the
+record is computed with the step, keeping ``alpha(t-1)`` per element
+(:func:`update`): about 3x the step without diagnostics on a 2-core CPU,
+since it streams two more per-element buffers and reduces four quantities
+per leaf three ways. With ``diagnostics_every=k > 1`` (:func:`record`) it
+is taken in a ``lax.cond`` before the update, from the step's inputs:
+``alpha(t-1)`` is rebuilt from the blocks' ``last`` (no per-element
+``alpha`` is kept) and the history for ``e`` is written on the update
+before a record only, so ``r`` and ``e`` of a recorded update are exact;
+the other updates run the plain step (docs/performance.md has the costs).
+Under ``optax.inject_hyperparams`` ``diagnostics_every`` is injected like
+any number and may change between steps without recompiling; it then
+always takes the conditional path (pass
+``static_args=("diagnostics_every",)`` for the every-update path with 1),
+the first record after a change may lack ``e`` (NaN: the history of the
+update before was not kept), and ``alpha(t-1)`` is rebuilt with the current
+values of injected filter and denominator hyperparameters.
+
+Either way the record observes: the backend orders the step's kernels
+after the record's readers by selects, not arithmetic
+(``autosgm_optax/_src/backend.py``), so the updates and the other state
+buffers are bit for bit those without diagnostics.
 """
 
 from __future__ import annotations
@@ -49,7 +72,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosgm_optax._src import backend
 from autosgm_optax._src import base as _base
 
 LEVELS = ("summary", "element")
@@ -221,12 +243,10 @@ def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
   number of elements where alpha(t-1) = 0, as lists over the leaves (r and
   the count None without ``alpha_prevs``)."""
   beta, gamma, eta, s = signal.filter if signal.filter is not None else (
-      0.0, 0.0, 1.0, 1)
+      0.0, 0.0, 1.0, None)
   treedef: Any
   leaves, treedef = jax.tree.flatten(signal.grad)
   n = len(leaves)
-  denominator = (signal.denominator if signal.estimate_denominator is None
-                 else signal.estimate_denominator)
   flat = lambda tree: _flat(treedef, n, tree)
 
   def leaf(g, d, decay, a, alpha_prev, h_prev):
@@ -253,7 +273,8 @@ def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
         if decay is None:  # a leaf the decay mask exempts: z = 0
           z = jnp.zeros_like(h_prev)
         else:  # z = c_rho rho d s w, the decay term in the filter's units
-          z = decay * s if d is None else decay * d * s
+          z = decay if d is None else decay * d
+          z = z if s is None else z * s
           z = z.astype(dt)  # s may be float64 under x64 with Python poles
         e = e - z / eta
         h = h + (beta / eta) * z
@@ -263,7 +284,7 @@ def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
   if not n:
     return ([],) * 5
   alpha_prevs = [None] * n if alpha_prevs is None else alpha_prevs
-  columns = zip(leaves, flat(denominator), flat(signal.decay),
+  columns = zip(leaves, flat(signal.denominator), flat(signal.decay),
                 flat(signal.numerator), alpha_prevs, h_prevs)
   return tuple(list(x) for x in zip(*[leaf(*col) for col in columns]))
 
@@ -286,7 +307,7 @@ def unpack(values: dict) -> dict:
 
 class Part(NamedTuple):
   """Some leaves of the tree, for :func:`record`: ``rerun(one)`` applies the
-  blocks to their inputs (each multiplied by ``one``, an exact 1, or not at
+  blocks to their inputs (each taken after ``one``, an exact 1, or not at
   all for None), ``previous()`` gives the factors of their last ``alpha``,
   ``values``, ``input_prev`` and ``r_undefined`` are their parts of the
   diagnostics state (a list of the packed summaries; the history, a tree,
@@ -317,13 +338,11 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
   branch the same temporary memory.
 
   Order is in the data, through exact 1s that are outputs of the
-  conditionals (never a sum of many scalars: XLA fuses scalar arithmetic
-  into every kernel that reads the result and repeats it for each element,
-  measured 1.6x slower): the second conditional reads the part's inputs
-  times the first's 1 (it overwrites the history the first reads), and the
-  caller multiplies the part's states and parameters by the second's, so
-  that every kernel that reads a donated buffer runs after both, and XLA
-  need not copy the buffer.
+  conditionals: the second conditional reads the part's inputs after the
+  first's 1 (it overwrites the history the first reads), and the backend
+  takes the part's inputs through the second's, so that every kernel that
+  reads a donated buffer runs after both, and XLA need not copy the
+  buffer.
 
   Returns the new diagnostics state and the exact 1 of each part.
   """
@@ -387,9 +406,50 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
       input_at=jnp.where(due_next, count, state.input_at)), ones
 
 
-def token(packed: list) -> Any:
-  """One scalar that depends on every statistic of the packed summaries."""
-  return [jnp.sum(jnp.abs(x)) for x in packed]
+def check_last(slots: dict, every: Any) -> None:
+  """``diagnostics_every`` rebuilds ``alpha(t-1)`` from the blocks'
+  ``last``: refuses a block without one."""
+  for name in ("filter", "denominator", "numerator", "window"):
+    block = slots[name]
+    if block is not None and block.last is None:
+      raise ValueError(
+          f"diagnostics_every={every!r} rebuilds alpha(t-1) from each "
+          f"block's state, but the {name} block {block!r} has no "
+          "last(state); give it one (AutoSGMBlock(..., last=...)) or record "
+          "every update (diagnostics_every=1).")
+
+
+def _previous(slots: dict, state: Any) -> Parts:
+  """The factors of the last update's alpha, from the blocks' states."""
+  parts = {}
+  for name, field in (("filter", "s"), ("denominator", "d"),
+                      ("numerator", "a"), ("window", "window")):
+    block = slots[name]
+    if block is not None:
+      parts[field] = block.last(getattr(state, name))
+  return Parts(**parts)
+
+
+def recorder(blocks: Callable, slots: dict, state: DiagnosticsState,
+             treedef: Any, *, track_grad: bool, every: Any) -> Callable:
+  """The record of ``diagnostics_every`` for ``backend.run``: from the parts
+  of the step (``(updates, state, params)`` each), the new diagnostics state
+  and an exact 1 per part (see :func:`record`). ``blocks(updates, state,
+  params, realisation)`` runs the blocks."""
+  def run(parts: list, realisation: _base.Realisation) -> tuple[Any, list]:
+    def part(updates, core, params):
+      def rerun(one):
+        args = (updates, core, params)
+        if one is not None:
+          args = realisation.after(args, one)
+        return blocks(*args, realisation)[0]
+      return Part(rerun, lambda: _previous(slots, core),
+                  jax.tree.leaves(core.diagnostics.values),
+                  core.diagnostics.input_prev,
+                  jax.tree.leaves(core.diagnostics.r_undefined))
+    return record([part(*p) for p in parts], treedef, state,
+                  track_grad=track_grad, every=every)
+  return run
 
 
 def _one(count: chex.Array) -> chex.Array:
@@ -404,16 +464,12 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
   """The update ``signal.finish()`` and its record, on every update (the
   element level, and the summary level with ``diagnostics_every=1``).
 
-  ``d`` is read from the estimators' copy (``Signal.estimate_denominator``,
-  equal to ``d`` up to float32 rounding) so that the update's own kernel
-  does not share it, which would make XLA write it to memory.
-
   XLA copies a donated buffer whose readers it cannot order before the
   kernel that overwrites it (here: the old history, and the parameters,
   which the caller's ``apply_updates`` overwrites). So the new history is
-  multiplied by an exact 1 computed from everything that reads the old
-  history, and the update by an exact 1 computed from the new history and
-  the statistics that read the parameters: the order is then in the data.
+  taken after everything that reads the old history, and the update after
+  the new history and the statistics that read the parameters
+  (``signal.realisation.after``): the order is then in the data.
   """
   beta, _, eta, _ = signal.filter if signal.filter is not None else (
       0.0, 0.0, 1.0, 1)
@@ -425,13 +481,11 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
       _flat(treedef, n, state.input_prev), track_grad=track_grad)
   keep = _summary if level == "summary" else (lambda x: x)
   rs, es = [keep(x) for x in rs], [keep(x) for x in es]
-  # Everything that reads the old history is done before it is replaced.
-  one = backend.exact_one((rs, es, undefined), 1)
-  alphas = [backend.times(x, one) for x in alphas]
-  hs = [None if h is None else backend.times(h, one) for h in hs]
+  after = signal.realisation.after
+  # Everything that reads the old history is done before it is replaced ...
+  alphas, hs = after((alphas, hs), (rs, es, undefined))
   # ... and everything that reads the parameters before the update exists.
-  one = backend.exact_one((alphas, [h for h in hs if h is not None]), one)
-  out = backend.times(signal.finish(), one)
+  out = after(signal.finish(), (alphas, hs))
   us = [keep(u.astype(a.dtype))
         for u, a in zip(treedef.flatten_up_to(out), alphas)]
   columns = dict(alpha=[keep(x) for x in alphas], r=rs, e=es, update=us)

@@ -150,25 +150,15 @@ def lowpass_filter(
       return g + beta * m
     return gain * g + beta * m
 
-  # With a plain pole beta >= 0.5 the output is formed from m(t) and g(t)
-  # alone, v = (1 - gamma/beta) m(t) + (gamma eta / beta) g(t): then only the
-  # update of m reads m(t-1), and XLA updates the donated buffer in place
-  # instead of copying it (measured: 1.6x -> 1.4x the floor kernel of
-  # benchmarks/step_time.py at 1M parameters). Dividing by beta is harmless
-  # for beta >= 0.5 (float32 error as the subtracting form); towards beta = 0
-  # it loses all accuracy, so smaller or traced poles subtract gamma m(t-1).
-  recombine = (not nesterov and not _is_zero(zero) and _base.is_number(beta)
-               and _base.is_number(zero) and beta >= 0.5)
-  if recombine:
-    keep, feed = 1 - zero / beta, zero * gain / beta
-
-  def output(m_new, m_old, g):
+  def output(m_new, m_old, g, realise):
     if nesterov:
       return g + beta * m_new
     if _is_zero(zero):
       return m_new
-    if recombine:
-      return keep * m_new + feed * g
+    if realise is not None:  # the same value from m(t) and g(t) alone
+      v = realise(m_new, g, beta, zero, gain)
+      if v is not None:
+        return v
     return m_new - zero * m_old
 
   def apply_fn(signal, state, params):
@@ -181,18 +171,16 @@ def lowpass_filter(
       g = jax.tree.map(_base.promoted, g, m_old)
       m_old = jax.tree.map(_base.promoted, m_old, g)
     m_new = jax.tree.map(moment, g, m_old)
-    v_raw = jax.tree.map(output, m_new, m_old, g)
-    v, estimate, s = v_raw, None, 1
+    realise = signal.realisation.filter_output
+    v = jax.tree.map(lambda m, mo, x: output(m, mo, x, realise),
+                     m_new, m_old, g)
+    s = None
     if debias:
-      v = _debias(v_raw, count_inc, beta, zero, gain / (1 - beta))
+      v = _debias(v, count_inc, beta, zero, gain / (1 - beta))
       s = debias_divisor(count_inc, beta, zero, gain)
-      # The same values for the estimators, by a separate expression (see
-      # _base.Signal): times the reciprocal of s where v divides by it.
-      estimate = jax.tree.map(
-          lambda x: x * (1 / s).astype(_base.real_dtype(x.dtype)), v_raw)
     new_state = LowpassFilterState(
         count=count_inc, m=_base.cast_tree(m_new, state.m))
-    return (signal._replace(direction=v, estimate=estimate,
+    return (signal._replace(direction=v,
                             filter=_base.FilterFacts(beta, zero, gain, s)),
             new_state)
 
@@ -200,7 +188,7 @@ def lowpass_filter(
     return debias_divisor(state.count, beta, zero, gain) if debias else None
 
   return _base.AutoSGMBlock(init_fn, apply_fn, kind="filter",
-                            info={"zero_is_zero": _is_zero(zero),
-                                  "explicit_dtype": _base.explicit_dtype(
-                                      dtype)},
+                            facts=_base.BlockFacts(
+                                zero_is_zero=_is_zero(zero),
+                                explicit_dtype=_base.explicit_dtype(dtype)),
                             last=last_fn)

@@ -232,13 +232,8 @@ def correlation_numerator(
     def flat(tree):
       return [None] * n if tree is None else treedef.flatten_up_to(tree)
 
-    # The estimators read the direction and d built for them (see
-    # _base.Signal), or, used alone, the input and no d.
-    direction = signal.direction if signal.estimate is None else (
-        signal.estimate)
-    denominator = (signal.denominator if signal.estimate_denominator is None
-                   else signal.estimate_denominator)
-    columns = zip(leaves, flat(direction), flat(denominator),
+    # Used alone: the input and no d.
+    columns = zip(leaves, flat(signal.direction), flat(signal.denominator),
                   flat(params), flat(state.c), flat(state.w2),
                   flat(state.p_abs), flat(state.a))
     results = [leaf_step(*col) for col in columns]
@@ -261,7 +256,7 @@ def correlation_numerator(
 
   return _base.AutoSGMBlock(
       init_fn, apply_fn, kind="numerator", last=last_values,
-      info={"explicit_dtype": _base.explicit_dtype(dtype)})
+      facts=_base.BlockFacts(explicit_dtype=_base.explicit_dtype(dtype)))
 
 
 def _is_placeholder(c: Any, like: Any) -> bool:
