@@ -468,16 +468,18 @@ def run_size(total: int, args) -> None:
 def ablation_configs() -> list[tuple[str, Callable[[], Any], tuple]]:
   """(name, factory, the tricks that target it)."""
   window = lambda: asgm.raised_cosine_window(1000)
+  full = lambda **kw: asgm.autosgm(LR, window=window(), **FULL_KWARGS, **kw)
   return [
-      ("full", lambda: asgm.autosgm(LR, window=window(), **FULL_KWARGS),
-       backend.TRICKS),
-      ("full, no averaging", lambda: asgm.autosgm(
-          LR, window=window(), numerator_average=False,
-          numerator_smoothing=None, **FULL_KWARGS), backend.TRICKS),
+      ("full", full, ("in_place_filter", "leaf_by_leaf")),
+      ("full, no averaging", lambda: full(
+          numerator_average=False, numerator_smoothing=None),
+       ("in_place_filter", "leaf_by_leaf")),
       ("a zero, no numerator (gamma=0.5528)",
        lambda: asgm.autosgm(LR, gamma=0.5528), ("in_place_filter",)),
-      ('full, diagnostics="summary"', lambda: asgm.autosgm(
-          LR, window=window(), diagnostics="summary", **FULL_KWARGS),
+      ('full, diagnostics="summary"', lambda: full(diagnostics="summary"),
+       ("ordered_record",)),
+      ('full, diagnostics="summary", diagnostics_every=100',
+       lambda: full(diagnostics="summary", diagnostics_every=100),
        ("ordered_record",)),
   ]
 

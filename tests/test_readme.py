@@ -1,7 +1,7 @@
 """What a new user meets first: the README's code, the licence, install hints.
 
-Every fenced ``python`` block of README.md must run when pasted alone into a
-fresh interpreter: each block is run as its own script by ``sys.executable``
+Every fenced ``python`` block of README.md and of the pages of docs/ must
+run when pasted alone into a fresh interpreter: each block is run as its own script by ``sys.executable``
 in an empty temporary directory, with this checkout first on ``PYTHONPATH``
 and matplotlib's non-interactive Agg backend.
 """
@@ -37,9 +37,9 @@ def _words(text):
   return " ".join(text.split())
 
 
-def python_blocks():
-  """(first line number, code) of each fenced ```python block of README.md."""
-  text = README.read_text(encoding="utf-8")
+def python_blocks(path=README):
+  """(first line number, code) of each fenced ```python block of a page."""
+  text = path.read_text(encoding="utf-8")
   blocks = []
   for match in re.finditer(r"^```python[ \t]*\n(.*?)^```[ \t]*$", text,
                            re.S | re.M):
@@ -49,6 +49,9 @@ def python_blocks():
 
 
 BLOCKS = python_blocks()
+PAGES = [README] + sorted((ROOT / "docs").glob("*.md"))
+PAGE_BLOCKS = [(path.relative_to(ROOT).as_posix(), line, code)
+               for path in PAGES for line, code in python_blocks(path)]
 
 
 def _fresh_env():
@@ -61,20 +64,21 @@ def _fresh_env():
 
 
 def test_the_readme_has_python_blocks():
-  assert len(BLOCKS) >= 5, [line for line, _ in BLOCKS]
+  assert len(BLOCKS) >= 3, [line for line, _ in BLOCKS]
+  assert len(PAGE_BLOCKS) >= 7, [(p, line) for p, line, _ in PAGE_BLOCKS]
 
 
-@pytest.mark.parametrize("line, code", BLOCKS,
-                         ids=[f"README.md:{line}" for line, _ in BLOCKS])
-def test_python_block_runs_alone_in_a_fresh_interpreter(line, code,
+@pytest.mark.parametrize("page, line, code", PAGE_BLOCKS,
+                         ids=[f"{p}:{line}" for p, line, _ in PAGE_BLOCKS])
+def test_python_block_runs_alone_in_a_fresh_interpreter(page, line, code,
                                                          tmp_path):
-  script = tmp_path / f"readme_line_{line}.py"
+  script = tmp_path / f"line_{line}.py"
   script.write_text(code, encoding="utf-8")
   run = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
                        env=_fresh_env(), capture_output=True, text=True,
                        timeout=BLOCK_TIMEOUT_S, check=False)
   assert run.returncode == 0, (
-      f"README.md's python block at line {line} failed when run alone "
+      f"{page}'s python block at line {line} failed when run alone "
       f"(exit {run.returncode}):\n{run.stderr[-4000:]}")
 
 
@@ -115,7 +119,7 @@ def _install_hint_messages():
   return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def test_missing_matplotlib_hint_is_the_readmes():
+def test_missing_matplotlib_hint_is_the_guides():
   messages = _install_hint_messages()
   assert set(messages) == {"plot_windows", "plot_dynamics"}, messages
   hints = set()
@@ -126,8 +130,8 @@ def test_missing_matplotlib_hint_is_the_readmes():
   hint, = hints
   # One hint that works from a checkout and from an installed package.
   assert "`pip install matplotlib`" in hint, hint
-  readme = _words(README.read_text(encoding="utf-8"))
-  assert hint in readme, (hint, "is not what README.md says")
+  guide = _words((ROOT / "docs" / "guide.md").read_text(encoding="utf-8"))
+  assert hint in guide, (hint, "is not what docs/guide.md says")
   # The docstrings say the same (reST's double backquotes aside).
   from autosgm_optax.analysis import _plotting  # pylint: disable=import-outside-toplevel
   for function in (_plotting.plot_windows, _plotting.plot_dynamics):
@@ -138,6 +142,7 @@ def test_missing_matplotlib_hint_is_the_readmes():
 
 def test_no_install_hint_names_an_unpublished_package():
   """autosgm-optax is on no registry: `pip install "autosgm-optax[...]"` fails."""
-  for path in (README, ROOT / "autosgm_optax" / "analysis" / "_plotting.py",
+  for path in (README, ROOT / "docs" / "guide.md",
+               ROOT / "autosgm_optax" / "analysis" / "_plotting.py",
                ROOT / "autosgm_optax" / "demo.py"):
     assert "autosgm-optax[" not in path.read_text(encoding="utf-8"), path

@@ -1,5 +1,5 @@
-"""The package passes its linter and its type checker (configured in
-pyproject.toml), and ships a py.typed marker."""
+"""The package passes its linter, its formatter's check and its type checker
+(configured in pyproject.toml), and ships a py.typed marker."""
 
 import shutil
 import subprocess
@@ -21,6 +21,14 @@ def test_ruff_finds_nothing():
   if ruff is None:
     pytest.skip("ruff is not installed (it is in the test extra)")
   result = _run(ruff, "check", "autosgm_optax")
+  assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_package_is_ruff_formatted():
+  ruff = shutil.which("ruff")
+  if ruff is None:
+    pytest.skip("ruff is not installed (it is in the test extra)")
+  result = _run(ruff, "format", "--check", "autosgm_optax")
   assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -22,32 +22,32 @@ from autosgm_optax._src.window import Window
 
 
 def autosgm(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    beta: Any = 0.9,
-    gamma: Any = 0.0,
-    eta: Optional[Any] = None,
-    debias: bool = True,
-    denominator: bool = True,
-    moment_beta: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
-    numerator: str = "unity",
-    numerator_beta: Any = 0.9999,
-    numerator_average: bool = True,
-    numerator_smoothing: Optional[Any] = 0.1,
-    numerator_keep_axes: tuple[int, ...] = (),
-    numerator_mask: Mask = None,
-    huber_k: Any = 4.0,
-    window: Optional[Window] = None,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    decay: str = "decoupled",
-    decay_factor: Any = 1.0,
-    weight_decay_mask: Mask = None,
-    maximize: bool = False,
-    filter_dtype: Optional[Any] = None,
-    diagnostics: Optional[str] = None,
-    diagnostics_every: int = 1,
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  beta: Any = 0.9,
+  gamma: Any = 0.0,
+  eta: Optional[Any] = None,
+  debias: bool = True,
+  denominator: bool = True,
+  moment_beta: Any = 0.999,
+  eps: Any = 1e-8,
+  eps_root: Any = 0.0,
+  numerator: str = "unity",
+  numerator_beta: Any = 0.9999,
+  numerator_average: bool = True,
+  numerator_smoothing: Optional[Any] = 0.1,
+  numerator_keep_axes: tuple[int, ...] = (),
+  numerator_mask: Mask = None,
+  huber_k: Any = 4.0,
+  window: Optional[Window] = None,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  decay: str = "decoupled",
+  decay_factor: Any = 1.0,
+  weight_decay_mask: Mask = None,
+  maximize: bool = False,
+  filter_dtype: Optional[Any] = None,
+  diagnostics: Optional[str] = None,
+  diagnostics_every: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AutoSGM: a lowpass filter and an iteration-dependent learning rate.
 
@@ -154,46 +154,69 @@ def autosgm(
     ...   params = optax.apply_updates(params, updates)
   """
   if not isinstance(learning_rate, bool) and _base.is_number(learning_rate):
-    _base.check_range("learning_rate", learning_rate, 0.0, None,
-                      low_open=True)
+    _base.check_range("learning_rate", learning_rate, 0.0, None, low_open=True)
   else:
     _base.check_type("learning_rate", learning_rate, allow_schedule=True)
-  _base.check_range("weight_decay", weight_decay, 0.0, None,
-                    allow_schedule=True)
+  _base.check_range(
+    "weight_decay", weight_decay, 0.0, None, allow_schedule=True
+  )
   _base.check_choice("decay", decay, ("decoupled", "coupled"))
   _base.check_range("decay_factor", decay_factor, 0.0, None)
   _base.check_choice("numerator", numerator, ESTIMATORS)
   if numerator_mask is not None and numerator == "unity":
     raise ValueError(
-        "numerator_mask is given but numerator='unity' estimates nothing: "
-        "choose numerator='moment', 'correlation' or 'robust_correlation', "
-        "or leave numerator_mask=None.")
-  for name, flag in (("debias", debias), ("denominator", denominator),
-                     ("maximize", maximize)):
+      "numerator_mask is given but numerator='unity' estimates nothing: "
+      "choose numerator='moment', 'correlation' or 'robust_correlation', "
+      "or leave numerator_mask=None."
+    )
+  for name, flag in (
+    ("debias", debias),
+    ("denominator", denominator),
+    ("maximize", maximize),
+  ):
     if not isinstance(flag, bool):
       raise TypeError(f"{name}={flag!r} must be a bool.")
 
   _base.check_dtype_policy("filter_dtype", filter_dtype)
-  filter_block = lowpass_filter(beta, gamma, eta, debias=debias,
-                                dtype=filter_dtype)
-  denominator_block = moment_denominator(
-      moment_beta, eps, eps_root) if denominator else None
-  numerator_block = None if numerator == "unity" else correlation_numerator(
-      numerator, beta=numerator_beta, moment_beta=moment_beta,
-      huber_k=huber_k, average=numerator_average,
-      smoothing=numerator_smoothing, keep_axes=numerator_keep_axes, eps=eps,
-      mask=numerator_mask)
+  filter_block = lowpass_filter(
+    beta, gamma, eta, debias=debias, dtype=filter_dtype
+  )
+  denominator_block = (
+    moment_denominator(moment_beta, eps, eps_root) if denominator else None
+  )
+  numerator_block = (
+    None
+    if numerator == "unity"
+    else correlation_numerator(
+      numerator,
+      beta=numerator_beta,
+      moment_beta=moment_beta,
+      huber_k=huber_k,
+      average=numerator_average,
+      smoothing=numerator_smoothing,
+      keep_axes=numerator_keep_axes,
+      eps=eps,
+      mask=numerator_mask,
+    )
+  )
   # Always a decay block, so that the state has one layout whatever the
   # rate (an array rate under inject_hyperparams); a plain 0 does no work
   # and reads no parameters.
   if decay == "coupled":
     decay_block = coupled_decay(weight_decay, mask=weight_decay_mask)
   else:
-    decay_block = decoupled_decay(weight_decay, decay_factor,
-                                  mask=weight_decay_mask)
+    decay_block = decoupled_decay(
+      weight_decay, decay_factor, mask=weight_decay_mask
+    )
   core = scale_by_autosgm(
-      filter=filter_block, denominator=denominator_block, decay=decay_block,
-      numerator=numerator_block, window=window, diagnostics=diagnostics,
-      diagnostics_every=diagnostics_every)
+    filter=filter_block,
+    denominator=denominator_block,
+    decay=decay_block,
+    numerator=numerator_block,
+    window=window,
+    diagnostics=diagnostics,
+    diagnostics_every=diagnostics_every,
+  )
   return optax.chain(
-      core, scale_by_learning_rate(learning_rate, flip_sign=not maximize))
+    core, scale_by_learning_rate(learning_rate, flip_sign=not maximize)
+  )

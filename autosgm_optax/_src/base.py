@@ -98,8 +98,9 @@ class Signal(NamedTuple):
   realisation: Realisation = PLAIN
 
   @classmethod
-  def from_gradient(cls, updates: Any,
-                    realisation: Realisation = PLAIN) -> "Signal":
+  def from_gradient(
+    cls, updates: Any, realisation: Realisation = PLAIN
+  ) -> "Signal":
     return cls(grad=updates, direction=updates, realisation=realisation)
 
   def finish(self) -> Any:
@@ -107,8 +108,11 @@ class Signal(NamedTuple):
     out = self.direction
     if self.decay is not None:
       out = jax.tree.map(
-          lambda dc, u: u if dc is None else u + dc,
-          self.decay, out, is_leaf=_is_none)
+        lambda dc, u: u if dc is None else u + dc,
+        self.decay,
+        out,
+        is_leaf=_is_none,
+      )
     if self.numerator is None and self.window is None:
       return out
 
@@ -155,8 +159,10 @@ def _facts(facts: Any, info: Optional[dict]) -> BlockFacts:
     known = {f.name for f in dataclasses.fields(BlockFacts)}
     unknown = set(info) - known
     if unknown:
-      raise ValueError(f"info has unknown keys {sorted(unknown)}; the known "
-                       f"ones are {sorted(known)} (see BlockFacts).")
+      raise ValueError(
+        f"info has unknown keys {sorted(unknown)}; the known "
+        f"ones are {sorted(known)} (see BlockFacts)."
+      )
     facts = dataclasses.replace(facts or BlockFacts(), **info)
   if facts is None:
     return BlockFacts()
@@ -188,8 +194,9 @@ class BlockUpdate:
       signal, state = self.apply(signal, state, params)
       return signal.finish(), state
 
-    out, state, _ = backend.run(step, updates, state, params,
-                                leaf_by_leaf=self.kind == "numerator")
+    out, state, _ = backend.run(
+      step, updates, state, params, leaf_by_leaf=self.kind == "numerator"
+    )
     return output_dtype(out, updates, [self.facts.explicit_dtype]), state
 
 
@@ -218,17 +225,24 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
 
   __slots__ = ()
 
-  def __new__(cls, init, apply: ApplyFn, kind: str,
-              facts: Optional[BlockFacts] = None,
-              last: Optional[Callable[[Any], Any]] = None, *,
-              info: Optional[dict] = None):
+  def __new__(
+    cls,
+    init,
+    apply: ApplyFn,
+    kind: str,
+    facts: Optional[BlockFacts] = None,
+    last: Optional[Callable[[Any], Any]] = None,
+    *,
+    info: Optional[dict] = None,
+  ):
     if not isinstance(kind, str):
       raise TypeError(f"kind={kind!r} must be a str naming the block's slot.")
     if not callable(init) or not callable(apply):
       raise TypeError(
-          f"init={init!r} and apply={apply!r} must be callables: "
-          "init(params) -> state, apply(signal, state, params) -> "
-          "(signal, state).")
+        f"init={init!r} and apply={apply!r} must be callables: "
+        "init(params) -> state, apply(signal, state, params) -> "
+        "(signal, state)."
+      )
     if last is not None and not callable(last):
       raise TypeError(f"last={last!r} must be None or a callable.")
     spec = BlockUpdate(apply, kind, _facts(facts, info), last)
@@ -261,16 +275,23 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
   def _replace(self, **changes) -> "AutoSGMBlock":
     if "update" in changes:
       raise TypeError(
-          "an AutoSGMBlock's update is made from its apply: replace apply "
-          "(block._replace(apply=...)), or wrap the block in an "
-          "optax.GradientTransformation of your own.")
-    fields = dict(init=self.init, apply=self.apply, kind=self.kind,
-                  facts=self.facts, last=self.last)
+        "an AutoSGMBlock's update is made from its apply: replace apply "
+        "(block._replace(apply=...)), or wrap the block in an "
+        "optax.GradientTransformation of your own."
+      )
+    fields = dict(
+      init=self.init,
+      apply=self.apply,
+      kind=self.kind,
+      facts=self.facts,
+      last=self.last,
+    )
     unknown = set(changes) - set(fields) - {"info"}
     if unknown:
       raise ValueError(
-          f"_replace got unknown fields {sorted(unknown)}; an AutoSGMBlock "
-          f"has {sorted(fields)}.")
+        f"_replace got unknown fields {sorted(unknown)}; an AutoSGMBlock "
+        f"has {sorted(fields)}."
+      )
     fields.update(changes)
     return type(self)(**fields)
 
@@ -303,25 +324,31 @@ def state_dtype(param_dtype, policy: DTypePolicy) -> jnp.dtype:
     return param_dtype
   dtype = jnp.dtype(policy)
   if jnp.issubdtype(param_dtype, jnp.complexfloating) and not jnp.issubdtype(
-      dtype, jnp.complexfloating):
+    dtype, jnp.complexfloating
+  ):
     raise TypeError(
-        f"the state dtype {dtype} is real, but a parameter is {param_dtype}: "
-        "a real state would drop the imaginary part; give a complex dtype, "
-        f"None or {LIKE_PARAMS!r}.")
+      f"the state dtype {dtype} is real, but a parameter is {param_dtype}: "
+      "a real state would drop the imaginary part; give a complex dtype, "
+      f"None or {LIKE_PARAMS!r}."
+    )
   return dtype
 
 
 def zeros_like_tree(params: Any, policy: DTypePolicy) -> Any:
   # zeros_like keeps each parameter's sharding (zeros(shape) would not).
   return jax.tree.map(
-      lambda p: jnp.zeros_like(p, dtype=state_dtype(p.dtype, policy)), params)
+    lambda p: jnp.zeros_like(p, dtype=state_dtype(p.dtype, policy)), params
+  )
 
 
 def scalar_dtype(params: Any) -> jnp.dtype:
   """The dtype of per-optimizer scalar state: the widest real parameter
   dtype, at least float32 (float64 only where parameters are float64)."""
-  dtypes = [real_dtype(p.dtype) for p in jax.tree.leaves(params)
-            if jnp.issubdtype(p.dtype, jnp.inexact)]
+  dtypes = [
+    real_dtype(p.dtype)
+    for p in jax.tree.leaves(params)
+    if jnp.issubdtype(p.dtype, jnp.inexact)
+  ]
   widest = jnp.dtype(jnp.float32)
   for d in dtypes:
     if d.itemsize > widest.itemsize:
@@ -370,9 +397,10 @@ def promoted(x: Any, like: Any) -> Any:
 def require_params(params: Any, block: str) -> None:
   if params is None:
     raise ValueError(
-        f"{block} needs the parameters: call "
-        "`update(updates, state, params)` with params (as for "
-        "optax.add_decayed_weights).")
+      f"{block} needs the parameters: call "
+      "`update(updates, state, params)` with params (as for "
+      "optax.add_decayed_weights)."
+    )
 
 
 def evaluate(value: Any, count: jax.Array) -> Any:
@@ -404,8 +432,11 @@ def unchecked():
 def is_number(x: Any) -> bool:
   """True for plain Python (and NumPy scalar) numbers, False for arrays and
   tracers, which pass through unchecked (``optax.inject_hyperparams``)."""
-  return (isinstance(x, numbers.Real) and not isinstance(x, bool)
-          and not isinstance(x, (jax.Array, np.ndarray)))
+  return (
+    isinstance(x, numbers.Real)
+    and not isinstance(x, bool)
+    and not isinstance(x, (jax.Array, np.ndarray))
+  )
 
 
 def check_type(name: str, value: Any, allow_schedule: bool = False) -> None:
@@ -415,30 +446,47 @@ def check_type(name: str, value: Any, allow_schedule: bool = False) -> None:
     return
   if allow_schedule and callable(value):
     return
-  kinds = "a number, an array or a schedule" if allow_schedule else (
-      "a number or an array")
-  raise TypeError(f"{name} must be {kinds}, got {value!r} "
-                  f"of type {type(value).__name__}.")
+  kinds = (
+    "a number, an array or a schedule"
+    if allow_schedule
+    else ("a number or an array")
+  )
+  raise TypeError(
+    f"{name} must be {kinds}, got {value!r} of type {type(value).__name__}."
+  )
 
 
-def check_range(name: str, value: Any, low: Optional[float] = None,
-                high: Optional[float] = None, *, low_open: bool = False,
-                high_open: bool = True, allow_schedule: bool = False) -> None:
+def check_range(
+  name: str,
+  value: Any,
+  low: Optional[float] = None,
+  high: Optional[float] = None,
+  *,
+  low_open: bool = False,
+  high_open: bool = True,
+  allow_schedule: bool = False,
+) -> None:
   """Refuses a plain number outside ``[low, high)`` (by default)."""
   if not _CHECKS_ON.get():
     return
   check_type(name, value, allow_schedule=allow_schedule)
   if not is_number(value):
     return
-  interval = outside(float(value), low, high, low_open=low_open,
-                     high_open=high_open)
+  interval = outside(
+    float(value), low, high, low_open=low_open, high_open=high_open
+  )
   if interval:
-    raise ValueError(
-        f"{name}={value!r} is outside the valid range {interval}.")
+    raise ValueError(f"{name}={value!r} is outside the valid range {interval}.")
 
 
-def outside(v: float, low: Optional[float], high: Optional[float], *,
-            low_open: bool = False, high_open: bool = True) -> Optional[str]:
+def outside(
+  v: float,
+  low: Optional[float],
+  high: Optional[float],
+  *,
+  low_open: bool = False,
+  high_open: bool = True,
+) -> Optional[str]:
   """The valid interval, written out, if ``v`` is outside it (or not
   finite); None if ``v`` is inside."""
   bad = not np.isfinite(v)
@@ -467,19 +515,22 @@ def check_filter_design(beta: Any, gamma: Any, eta: Any = None) -> None:
       return
     if gamma == beta:
       raise ValueError(
-          f"gamma={gamma!r} equals beta={beta!r}: the zero cancels the pole. "
-          "Valid designs have gamma < beta (or beta = gamma = 0, a pure gain: "
-          "use beta=0.0, gamma=0.0).")
+        f"gamma={gamma!r} equals beta={beta!r}: the zero cancels the pole. "
+        "Valid designs have gamma < beta (or beta = gamma = 0, a pure gain: "
+        "use beta=0.0, gamma=0.0)."
+      )
     if gamma > beta:
       raise ValueError(
-          f"gamma={gamma!r} is above beta={beta!r}: the valid range is "
-          "gamma < beta (or beta = gamma = 0, a pure gain).")
+        f"gamma={gamma!r} is above beta={beta!r}: the valid range is "
+        "gamma < beta (or beta = gamma = 0, a pure gain)."
+      )
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
   if not isinstance(value, str) or value not in choices:
     raise ValueError(
-        f"{name}={value!r} is not one of {', '.join(map(repr, choices))}.")
+      f"{name}={value!r} is not one of {', '.join(map(repr, choices))}."
+    )
 
 
 def check_dtype_policy(name: str, policy: Any) -> None:
@@ -489,5 +540,5 @@ def check_dtype_policy(name: str, policy: Any) -> None:
     jnp.dtype(policy)
   except TypeError as e:
     raise TypeError(
-        f"{name}={policy!r} is neither None, {LIKE_PARAMS!r} nor a dtype."
+      f"{name}={policy!r} is neither None, {LIKE_PARAMS!r} nor a dtype."
     ) from e

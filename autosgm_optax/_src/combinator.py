@@ -30,11 +30,11 @@ class ScaleByAutoSGMState(NamedTuple):
 
 
 _SLOT_KINDS = {
-    "decay": ("coupled_decay", "decoupled_decay"),
-    "filter": ("filter",),
-    "denominator": ("denominator",),
-    "numerator": ("numerator",),
-    "window": ("window",),
+  "decay": ("coupled_decay", "decoupled_decay"),
+  "filter": ("filter",),
+  "denominator": ("denominator",),
+  "numerator": ("numerator",),
+  "window": ("window",),
 }
 
 
@@ -43,23 +43,25 @@ def _check_slot(slot: str, block: Any) -> None:
     return
   if not isinstance(block, _base.AutoSGMBlock):
     raise TypeError(
-        f"{slot}={block!r} is not an AutoSGM block: build it with the "
-        f"library's {slot} block factory.")
+      f"{slot}={block!r} is not an AutoSGM block: build it with the "
+      f"library's {slot} block factory."
+    )
   if block.kind not in _SLOT_KINDS[slot]:
     raise TypeError(
-        f"{slot}= got a {block.kind!r} block; the {slot} slot takes "
-        f"{' or '.join(_SLOT_KINDS[slot])} blocks.")
+      f"{slot}= got a {block.kind!r} block; the {slot} slot takes "
+      f"{' or '.join(_SLOT_KINDS[slot])} blocks."
+    )
 
 
 def scale_by_autosgm(
-    filter: Optional[_base.AutoSGMBlock] = None,  # pylint: disable=redefined-builtin
-    denominator: Optional[_base.AutoSGMBlock] = None,
-    decay: Optional[_base.AutoSGMBlock] = None,
-    numerator: Optional[_base.AutoSGMBlock] = None,
-    window: Optional[Window] = None,
-    *,
-    diagnostics: Optional[str] = None,
-    diagnostics_every: int = 1,
+  filter: Optional[_base.AutoSGMBlock] = None,  # pylint: disable=redefined-builtin
+  denominator: Optional[_base.AutoSGMBlock] = None,
+  decay: Optional[_base.AutoSGMBlock] = None,
+  numerator: Optional[_base.AutoSGMBlock] = None,
+  window: Optional[Window] = None,
+  *,
+  diagnostics: Optional[str] = None,
+  diagnostics_every: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Wire AutoSGM blocks into the learning-rate-free AutoSGM update.
 
@@ -129,8 +131,12 @@ def scale_by_autosgm(
     >>> state = tx.init(params)
     >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
   """
-  for slot, block in (("filter", filter), ("denominator", denominator),
-                      ("decay", decay), ("numerator", numerator)):
+  for slot, block in (
+    ("filter", filter),
+    ("denominator", denominator),
+    ("decay", decay),
+    ("numerator", numerator),
+  ):
     _check_slot(slot, block)
   diagnostics_every = _diagnostics.check_level(diagnostics, diagnostics_every)
   if window is not None:
@@ -139,31 +145,45 @@ def scale_by_autosgm(
   coupled = decay is not None and decay.kind == "coupled_decay"
   # (field of the state, block), in the order the blocks run.
   order = (
-      ("decay", decay if coupled else None),
-      ("filter", filter),
-      ("denominator", denominator),
-      ("decay", None if coupled else decay),
-      ("numerator", numerator),
-      ("window", window),
+    ("decay", decay if coupled else None),
+    ("filter", filter),
+    ("denominator", denominator),
+    ("decay", None if coupled else decay),
+    ("numerator", numerator),
+    ("window", window),
   )
-  slots = dict(decay=decay, filter=filter, denominator=denominator,
-               numerator=numerator, window=window)
-  facts = {name: block.facts for name, block in slots.items()
-           if block is not None}
+  slots = dict(
+    decay=decay,
+    filter=filter,
+    denominator=denominator,
+    numerator=numerator,
+    window=window,
+  )
+  facts = {
+    name: block.facts for name, block in slots.items() if block is not None
+  }
   track_grad = filter is not None and not filter.facts.zero_is_zero
-  track_decay = (decay is not None and not coupled
-                 and not decay.facts.identity)
+  track_decay = decay is not None and not coupled and not decay.facts.identity
   every_update = diagnostics is not None and _diagnostics.every_update(
-      diagnostics, diagnostics_every)
+    diagnostics, diagnostics_every
+  )
   if diagnostics is not None and not every_update:
     _diagnostics.check_last(slots, diagnostics_every)
 
   def init_fn(params):
-    states = {name: optax.EmptyState() if block is None else block.init(params)
-              for name, block in slots.items()}
-    states["diagnostics"] = optax.EmptyState() if diagnostics is None else (
-        _diagnostics.init(params, diagnostics, track_grad=track_grad,
-                          track_decay=track_decay, every=diagnostics_every))
+    states = {
+      name: optax.EmptyState() if block is None else block.init(params)
+      for name, block in slots.items()
+    }
+    states["diagnostics"] = optax.EmptyState()
+    if diagnostics is not None:
+      states["diagnostics"] = _diagnostics.init(
+        params,
+        diagnostics,
+        track_grad=track_grad,
+        track_decay=track_decay,
+        every=diagnostics_every,
+      )
     return ScaleByAutoSGMState(**states)
 
   def blocks(updates, state, params, realisation):
@@ -180,7 +200,8 @@ def scale_by_autosgm(
     if not every_update:
       return signal.finish(), ScaleByAutoSGMState(**new_state)
     out, new_state["diagnostics"] = _diagnostics.update(
-        signal, state.diagnostics, diagnostics, track_grad=track_grad)
+      signal, state.diagnostics, diagnostics, track_grad=track_grad
+    )
     return out, ScaleByAutoSGMState(**new_state)
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -189,11 +210,21 @@ def scale_by_autosgm(
     if diagnostics is not None and not every_update:
       # diagnostics_every: a record taken before the step, from its inputs.
       record = _diagnostics.recorder(
-          blocks, slots, state.diagnostics, jax.tree.structure(updates),
-          track_grad=track_grad, every=diagnostics_every)
+        blocks,
+        slots,
+        state.diagnostics,
+        jax.tree.structure(updates),
+        track_grad=track_grad,
+        every=diagnostics_every,
+      )
     out, new_state, recorded = backend.run(
-        step, updates, state, params, leaf_by_leaf=numerator is not None,
-        record=record)
+      step,
+      updates,
+      state,
+      params,
+      leaf_by_leaf=numerator is not None,
+      record=record,
+    )
     if recorded is not None:
       new_state = new_state._replace(diagnostics=recorded)
     explicit = [f.explicit_dtype for f in facts.values()]

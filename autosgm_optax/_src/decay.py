@@ -31,12 +31,15 @@ def _decay_terms(params: Any, coef: Any, mask: Mask) -> Any:
     return jax.tree.map(term, params)
   mask_tree = mask(params) if callable(mask) else mask
   return jax.tree.map(
-      lambda m, sub: jax.tree.map(term if m else (lambda p: None), sub),
-      mask_tree, params)
+    lambda m, sub: jax.tree.map(term if m else (lambda p: None), sub),
+    mask_tree,
+    params,
+  )
 
 
-def _decay_block(rate: Any, factor: Any, mask: Mask, coupled: bool,
-                 name: str) -> _base.AutoSGMBlock:
+def _decay_block(
+  rate: Any, factor: Any, mask: Mask, coupled: bool, name: str
+) -> _base.AutoSGMBlock:
   _base.check_range("rate", rate, 0.0, None, allow_schedule=True)
   _base.check_range("factor", factor, 0.0, None)
   skip = _base.is_number(rate) and rate == 0
@@ -56,20 +59,24 @@ def _decay_block(rate: Any, factor: Any, mask: Mask, coupled: bool,
     # as optax.add_decayed_weights
     if coupled:
       grad = jax.tree.map(
-          lambda t, g: g if t is None else g + t,
-          terms, signal.grad, is_leaf=_base._is_none)
+        lambda t, g: g if t is None else g + t,
+        terms,
+        signal.grad,
+        is_leaf=_base._is_none,
+      )
       return signal._replace(grad=grad, direction=grad), new_state
     return signal._replace(decay=terms), new_state
 
   kind = "coupled_decay" if coupled else "decoupled_decay"
-  return _base.AutoSGMBlock(init_fn, apply_fn, kind=kind,
-                            facts=_base.BlockFacts(identity=skip))
+  return _base.AutoSGMBlock(
+    init_fn, apply_fn, kind=kind, facts=_base.BlockFacts(identity=skip)
+  )
 
 
 def decoupled_decay(
-    rate: optax.ScalarOrSchedule,
-    factor: Any = 1.0,
-    mask: Mask = None,
+  rate: optax.ScalarOrSchedule,
+  factor: Any = 1.0,
+  mask: Mask = None,
 ) -> _base.AutoSGMBlock:
   r"""Decoupled weight decay, added after the normalisation.
 
@@ -103,13 +110,12 @@ def decoupled_decay(
     >>> u
     Array([ 0.1, -0.2], dtype=float32)
   """
-  return _decay_block(rate, factor, mask, coupled=False,
-                      name="decoupled_decay")
+  return _decay_block(rate, factor, mask, coupled=False, name="decoupled_decay")
 
 
 def coupled_decay(
-    rate: optax.ScalarOrSchedule,
-    mask: Mask = None,
+  rate: optax.ScalarOrSchedule,
+  mask: Mask = None,
 ) -> _base.AutoSGMBlock:
   r"""Coupled (L2) weight decay, added to the gradient before everything.
 

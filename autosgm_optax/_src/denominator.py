@@ -21,11 +21,11 @@ class MomentDenominatorState(NamedTuple):
 
 
 def moment_denominator(
-    beta: Any = 0.999,
-    eps: Any = 1e-8,
-    eps_root: Any = 0.0,
-    *,
-    dtype: _base.DTypePolicy = None,
+  beta: Any = 0.999,
+  eps: Any = 1e-8,
+  eps_root: Any = 0.0,
+  *,
+  dtype: _base.DTypePolicy = None,
 ) -> _base.AutoSGMBlock:
   r"""Divide by the debiased root-mean-square of the raw gradient.
 
@@ -64,16 +64,23 @@ def moment_denominator(
   _base.check_range("beta", beta, 0.0, 1.0)
   _base.check_range("eps", eps, 0.0, None)
   _base.check_range("eps_root", eps_root, 0.0, None)
-  if (_base.checks_on() and _base.is_number(eps)
-      and _base.is_number(eps_root) and eps == 0 and eps_root == 0):
+  if (
+    _base.checks_on()
+    and _base.is_number(eps)
+    and _base.is_number(eps_root)
+    and eps == 0
+    and eps_root == 0
+  ):
     raise ValueError(
-        "eps=0 and eps_root=0: the denominator would divide by zero for a "
-        "zero gradient; set eps > 0 (default 1e-8) or eps_root > 0.")
+      "eps=0 and eps_root=0: the denominator would divide by zero for a "
+      "zero gradient; set eps > 0 (default 1e-8) or eps_root > 0."
+    )
   _base.check_dtype_policy("dtype", dtype)
 
   def init_fn(params):
     return MomentDenominatorState(
-        count=jnp.zeros([], jnp.int32), nu=_base.zeros_like_tree(params, dtype))
+      count=jnp.zeros([], jnp.int32), nu=_base.zeros_like_tree(params, dtype)
+    )
 
   def denominator(nu, count):  # d(t) from the state, as Optax's Adam
     nu_hat = optax.tree.bias_correction(nu, beta, count)
@@ -92,12 +99,17 @@ def moment_denominator(
     d = denominator(nu, count_inc)
     direction = jax.tree.map(lambda x, dd: x / dd, signal.direction, d)
     new_state = MomentDenominatorState(
-        count=count_inc, nu=_base.cast_tree(nu, state.nu))
+      count=count_inc, nu=_base.cast_tree(nu, state.nu)
+    )
     return signal._replace(direction=direction, denominator=d), new_state
 
   def last_fn(state):  # d(t) of the last update
     return denominator(state.nu, state.count)
 
   return _base.AutoSGMBlock(
-      init_fn, apply_fn, kind="denominator", last=last_fn,
-      facts=_base.BlockFacts(explicit_dtype=_base.explicit_dtype(dtype)))
+    init_fn,
+    apply_fn,
+    kind="denominator",
+    last=last_fn,
+    facts=_base.BlockFacts(explicit_dtype=_base.explicit_dtype(dtype)),
+  )

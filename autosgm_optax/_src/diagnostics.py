@@ -167,8 +167,9 @@ def _check_every(level: Optional[str], every: int) -> None:
     raise ValueError(f"diagnostics_every={every!r} must be an int >= 1.")
   if every != 1 and level != "summary":
     raise ValueError(
-        f"diagnostics_every={every!r} needs diagnostics=\"summary\" (got "
-        f"diagnostics={level!r}); the element level records every update.")
+      f'diagnostics_every={every!r} needs diagnostics="summary" (got '
+      f"diagnostics={level!r}); the element level records every update."
+    )
 
 
 def every_update(level: str, every: Any) -> bool:
@@ -177,24 +178,39 @@ def every_update(level: str, every: Any) -> bool:
   return level == "element" or (isinstance(every, int) and every == 1)
 
 
-def init(params: Any, level: str, *, track_grad: bool, track_decay: bool,
-         every: Any = 1) -> DiagnosticsState:
+def init(
+  params: Any,
+  level: str,
+  *,
+  track_grad: bool,
+  track_decay: bool,
+  every: Any = 1,
+) -> DiagnosticsState:
   """The diagnostics state for ``params`` at ``level``."""
   zeros = lambda: _base.zeros_like_tree(params, None)
   if level == "summary":
-    values = {"summary": jax.tree.map(
-        lambda p: jnp.zeros((len(QUANTITIES), 3),
-                            _base.state_dtype(p.dtype, None)), params)}
+    values = {
+      "summary": jax.tree.map(
+        lambda p: jnp.zeros(
+          (len(QUANTITIES), 3), _base.state_dtype(p.dtype, None)
+        ),
+        params,
+      )
+    }
   else:
     values = {q: zeros() for q in QUANTITIES}
   dtype = _base.scalar_dtype(params)
   return DiagnosticsState(
-      alpha_prev=zeros() if every_update(level, every) else None,
-      input_prev=zeros() if (track_grad or track_decay) else None,
-      r_undefined=jax.tree.map(lambda p: jnp.zeros([], jnp.int32), params),
-      beta=jnp.zeros([], dtype), eta=jnp.zeros([], dtype),
-      values=values, count=jnp.zeros([], jnp.int32),
-      recorded=jnp.zeros([], jnp.int32), input_at=jnp.zeros([], jnp.int32))
+    alpha_prev=zeros() if every_update(level, every) else None,
+    input_prev=zeros() if (track_grad or track_decay) else None,
+    r_undefined=jax.tree.map(lambda p: jnp.zeros([], jnp.int32), params),
+    beta=jnp.zeros([], dtype),
+    eta=jnp.zeros([], dtype),
+    values=values,
+    count=jnp.zeros([], jnp.int32),
+    recorded=jnp.zeros([], jnp.int32),
+    input_at=jnp.zeros([], jnp.int32),
+  )
 
 
 class Parts(NamedTuple):
@@ -237,13 +253,19 @@ def previous_alpha(parts: Parts, grad: Any, count: chex.Array) -> list:
   return out
 
 
-def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
-                h_prevs: list, *, track_grad: bool) -> tuple[list, ...]:
+def _quantities(
+  signal: _base.Signal,
+  alpha_prevs: Optional[list],
+  h_prevs: list,
+  *,
+  track_grad: bool,
+) -> tuple[list, ...]:
   """Per leaf: alpha(t), r(t), e(t), the new history h(t) (or None) and the
   number of elements where alpha(t-1) = 0, as lists over the leaves (r and
   the count None without ``alpha_prevs``)."""
-  beta, gamma, eta, s = signal.filter if signal.filter is not None else (
-      0.0, 0.0, 1.0, None)
+  beta, gamma, eta, s = (
+    signal.filter if signal.filter is not None else (0.0, 0.0, 1.0, None)
+  )
   treedef: Any
   leaves, treedef = jax.tree.flatten(signal.grad)
   n = len(leaves)
@@ -284,25 +306,35 @@ def _quantities(signal: _base.Signal, alpha_prevs: Optional[list],
   if not n:
     return ([],) * 5
   alpha_prevs = [None] * n if alpha_prevs is None else alpha_prevs
-  columns = zip(leaves, flat(signal.denominator), flat(signal.decay),
-                flat(signal.numerator), alpha_prevs, h_prevs)
+  columns = zip(
+    leaves,
+    flat(signal.denominator),
+    flat(signal.decay),
+    flat(signal.numerator),
+    alpha_prevs,
+    h_prevs,
+  )
   return tuple(list(x) for x in zip(*[leaf(*col) for col in columns]))
 
 
 def _pack(treedef: Any, columns: dict) -> dict:
   """``{"summary": tree}`` from ``columns[q]`` (per leaf (sup, mean, std))."""
   n = treedef.num_leaves
-  leaves = [jnp.stack([jnp.stack(columns[q][i]) for q in QUANTITIES])
-            for i in range(n)]
+  leaves = [
+    jnp.stack([jnp.stack(columns[q][i]) for q in QUANTITIES]) for i in range(n)
+  ]
   return {"summary": treedef.unflatten(leaves)}
 
 
 def unpack(values: dict) -> dict:
   """The summary level's ``values``: a :class:`Summary` per quantity."""
   tree = values["summary"]
-  return {q: Summary(*(jax.tree.map(lambda v, i=i, j=j: v[i, j], tree)
-                       for j in range(3)))
-          for i, q in enumerate(QUANTITIES)}
+  return {
+    q: Summary(
+      *(jax.tree.map(lambda v, i=i, j=j: v[i, j], tree) for j in range(3))
+    )
+    for i, q in enumerate(QUANTITIES)
+  }
 
 
 class Part(NamedTuple):
@@ -320,8 +352,14 @@ class Part(NamedTuple):
   r_undefined: list
 
 
-def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
-           track_grad: bool, every: Any) -> tuple[DiagnosticsState, list]:
+def record(
+  parts: list[Part],
+  treedef: Any,
+  state: DiagnosticsState,
+  *,
+  track_grad: bool,
+  every: Any,
+) -> tuple[DiagnosticsState, list]:
   """The summary level's record with ``diagnostics_every``, taken before the
   update.
 
@@ -352,43 +390,61 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
   packed, counted, hs, ones = [], [], [], []
   beta = eta = None
   for part in parts:
+
     def take(_, part=part):
       again = part.rerun(None)
       leaves, part_def = jax.tree.flatten(again.grad)
       alpha_prevs = previous_alpha(part.previous(), again.grad, state.count)
       h_prevs = _flat(part_def, len(leaves), part.input_prev)
       alphas, rs, es, _, counts = _quantities(
-          again, alpha_prevs, h_prevs, track_grad=track_grad)
+        again, alpha_prevs, h_prevs, track_grad=track_grad
+      )
       us = part_def.flatten_up_to(again.finish())
       us = [u.astype(a.dtype) for u, a in zip(us, alphas)]
-      columns = {q: [_summary(x) for x in xs]
-                 for q, xs in zip(QUANTITIES, (alphas, rs, es, us))}
+      columns = {
+        q: [_summary(x) for x in xs]
+        for q, xs in zip(QUANTITIES, (alphas, rs, es, us))
+      }
       if part.input_prev is not None:
         # e(t) needs h(t-1); after a change of an injected
         # diagnostics_every the history may be older: no e then.
         fresh = state.input_at == state.count
-        columns["e"] = [tuple(jnp.where(fresh, x, jnp.nan) for x in stats)
-                        for stats in columns["e"]]
+        columns["e"] = [
+          tuple(jnp.where(fresh, x, jnp.nan) for x in stats)
+          for stats in columns["e"]
+        ]
       filt = again.filter if again.filter is not None else (0.0, 0.0, 1.0, 1)
-      return (jax.tree.leaves(_pack(part_def, columns)), counts,
-              jnp.asarray(filt[0], state.beta.dtype),
-              jnp.asarray(filt[2], state.eta.dtype), _one(count))
+      return (
+        jax.tree.leaves(_pack(part_def, columns)),
+        counts,
+        jnp.asarray(filt[0], state.beta.dtype),
+        jnp.asarray(filt[2], state.eta.dtype),
+        _one(count),
+      )
 
     def keep(_, part=part):
-      return (part.values, part.r_undefined, state.beta, state.eta,
-              _one(state.recorded))
+      return (
+        part.values,
+        part.r_undefined,
+        state.beta,
+        state.eta,
+        _one(state.recorded),
+      )
 
     part_packed, part_counts, beta, eta, one = jax.lax.cond(
-        due, take, keep, None)
+      due, take, keep, None
+    )
     packed.extend(part_packed)
     counted.extend(part_counts)
     if part.input_prev is not None:
+
       def stash(_, part=part, one=one):
         again = part.rerun(one)
         leaves, part_def = jax.tree.flatten(again.grad)
         h_prevs = _flat(part_def, len(leaves), part.input_prev)
-        _, _, _, part_hs, _ = _quantities(again, None, h_prevs,
-                                          track_grad=track_grad)
+        _, _, _, part_hs, _ = _quantities(
+          again, None, h_prevs, track_grad=track_grad
+        )
         return part_hs, _one(count) * one
 
       def pass_on(_, part=part, one=one):
@@ -398,12 +454,16 @@ def record(parts: list[Part], treedef: Any, state: DiagnosticsState, *,
       hs.extend(part_hs)
     ones.append(one)
   return DiagnosticsState(
-      alpha_prev=state.alpha_prev,
-      input_prev=None if state.input_prev is None else treedef.unflatten(hs),
-      r_undefined=treedef.unflatten(counted), beta=beta, eta=eta,
-      values={"summary": treedef.unflatten(packed)}, count=count,
-      recorded=jnp.where(due, count, state.recorded),
-      input_at=jnp.where(due_next, count, state.input_at)), ones
+    alpha_prev=state.alpha_prev,
+    input_prev=None if state.input_prev is None else treedef.unflatten(hs),
+    r_undefined=treedef.unflatten(counted),
+    beta=beta,
+    eta=eta,
+    values={"summary": treedef.unflatten(packed)},
+    count=count,
+    recorded=jnp.where(due, count, state.recorded),
+    input_at=jnp.where(due_next, count, state.input_at),
+  ), ones
 
 
 def check_last(slots: dict, every: Any) -> None:
@@ -413,29 +473,42 @@ def check_last(slots: dict, every: Any) -> None:
     block = slots[name]
     if block is not None and block.last is None:
       raise ValueError(
-          f"diagnostics_every={every!r} rebuilds alpha(t-1) from each "
-          f"block's state, but the {name} block {block!r} has no "
-          "last(state); give it one (AutoSGMBlock(..., last=...)) or record "
-          "every update (diagnostics_every=1).")
+        f"diagnostics_every={every!r} rebuilds alpha(t-1) from each "
+        f"block's state, but the {name} block {block!r} has no "
+        "last(state); give it one (AutoSGMBlock(..., last=...)) or record "
+        "every update (diagnostics_every=1)."
+      )
 
 
 def _previous(slots: dict, state: Any) -> Parts:
   """The factors of the last update's alpha, from the blocks' states."""
   parts = {}
-  for name, field in (("filter", "s"), ("denominator", "d"),
-                      ("numerator", "a"), ("window", "window")):
+  for name, field in (
+    ("filter", "s"),
+    ("denominator", "d"),
+    ("numerator", "a"),
+    ("window", "window"),
+  ):
     block = slots[name]
     if block is not None:
       parts[field] = block.last(getattr(state, name))
   return Parts(**parts)
 
 
-def recorder(blocks: Callable, slots: dict, state: DiagnosticsState,
-             treedef: Any, *, track_grad: bool, every: Any) -> Callable:
+def recorder(
+  blocks: Callable,
+  slots: dict,
+  state: DiagnosticsState,
+  treedef: Any,
+  *,
+  track_grad: bool,
+  every: Any,
+) -> Callable:
   """The record of ``diagnostics_every`` for ``backend.run``: from the parts
   of the step (``(updates, state, params)`` each), the new diagnostics state
   and an exact 1 per part (see :func:`record`). ``blocks(updates, state,
   params, realisation)`` runs the blocks."""
+
   def run(parts: list, realisation: _base.Realisation) -> tuple[Any, list]:
     def part(updates, core, params):
       def rerun(one):
@@ -443,12 +516,23 @@ def recorder(blocks: Callable, slots: dict, state: DiagnosticsState,
         if one is not None:
           args = realisation.after(args, one)
         return blocks(*args, realisation)[0]
-      return Part(rerun, lambda: _previous(slots, core),
-                  jax.tree.leaves(core.diagnostics.values),
-                  core.diagnostics.input_prev,
-                  jax.tree.leaves(core.diagnostics.r_undefined))
-    return record([part(*p) for p in parts], treedef, state,
-                  track_grad=track_grad, every=every)
+
+      return Part(
+        rerun,
+        lambda: _previous(slots, core),
+        jax.tree.leaves(core.diagnostics.values),
+        core.diagnostics.input_prev,
+        jax.tree.leaves(core.diagnostics.r_undefined),
+      )
+
+    return record(
+      [part(*p) for p in parts],
+      treedef,
+      state,
+      track_grad=track_grad,
+      every=every,
+    )
+
   return run
 
 
@@ -459,8 +543,9 @@ def _one(count: chex.Array) -> chex.Array:
   return 1 + 0 * count.astype(jnp.float32)
 
 
-def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
-           track_grad: bool) -> tuple[Any, DiagnosticsState]:
+def update(
+  signal: _base.Signal, state: DiagnosticsState, level: str, *, track_grad: bool
+) -> tuple[Any, DiagnosticsState]:
   """The update ``signal.finish()`` and its record, on every update (the
   element level, and the summary level with ``diagnostics_every=1``).
 
@@ -471,14 +556,18 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
   the new history and the statistics that read the parameters
   (``signal.realisation.after``): the order is then in the data.
   """
-  beta, _, eta, _ = signal.filter if signal.filter is not None else (
-      0.0, 0.0, 1.0, 1)
+  beta, _, eta, _ = (
+    signal.filter if signal.filter is not None else (0.0, 0.0, 1.0, 1)
+  )
   treedef: Any
   leaves, treedef = jax.tree.flatten(signal.grad)
   n = len(leaves)
   alphas, rs, es, hs, undefined = _quantities(
-      signal, _flat(treedef, n, state.alpha_prev),
-      _flat(treedef, n, state.input_prev), track_grad=track_grad)
+    signal,
+    _flat(treedef, n, state.alpha_prev),
+    _flat(treedef, n, state.input_prev),
+    track_grad=track_grad,
+  )
   keep = _summary if level == "summary" else (lambda x: x)
   rs, es = [keep(x) for x in rs], [keep(x) for x in es]
   after = signal.realisation.after
@@ -486,8 +575,9 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
   alphas, hs = after((alphas, hs), (rs, es, undefined))
   # ... and everything that reads the parameters before the update exists.
   out = after(signal.finish(), (alphas, hs))
-  us = [keep(u.astype(a.dtype))
-        for u, a in zip(treedef.flatten_up_to(out), alphas)]
+  us = [
+    keep(u.astype(a.dtype)) for u, a in zip(treedef.flatten_up_to(out), alphas)
+  ]
   columns = dict(alpha=[keep(x) for x in alphas], r=rs, e=es, update=us)
   if level == "summary":
     values = _pack(treedef, columns)
@@ -496,8 +586,13 @@ def update(signal: _base.Signal, state: DiagnosticsState, level: str, *,
   count = optax.safe_increment(state.count)
   dtype = state.beta.dtype
   return out, DiagnosticsState(
-      alpha_prev=treedef.unflatten(alphas),
-      input_prev=None if state.input_prev is None else treedef.unflatten(hs),
-      r_undefined=treedef.unflatten(undefined),
-      beta=jnp.asarray(beta, dtype), eta=jnp.asarray(eta, dtype),
-      values=values, count=count, recorded=count, input_at=count)
+    alpha_prev=treedef.unflatten(alphas),
+    input_prev=None if state.input_prev is None else treedef.unflatten(hs),
+    r_undefined=treedef.unflatten(undefined),
+    beta=jnp.asarray(beta, dtype),
+    eta=jnp.asarray(eta, dtype),
+    values=values,
+    count=count,
+    recorded=count,
+    input_at=count,
+  )

@@ -24,9 +24,9 @@ class ScaleByLearningRateState(NamedTuple):
 
 
 def scale_by_learning_rate(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    flip_sign: bool = True,
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  flip_sign: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scale by ``-mu(t)``, keeping ``mu(t)`` and ``mu(t-1)`` in the state.
 
@@ -75,7 +75,8 @@ def scale_by_learning_rate(
     # Two arrays, not one twice: a donated state may not hold a buffer twice.
     mu = lambda: jnp.array(first, dtype, copy=True).reshape(())
     return ScaleByLearningRateState(
-        count=count, learning_rate=mu(), prev_learning_rate=mu())
+      count=count, learning_rate=mu(), prev_learning_rate=mu()
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -83,7 +84,8 @@ def scale_by_learning_rate(
       mu = learning_rate(state.count)
       step = sign * mu
       updates = jax.tree.map(
-          lambda g: jnp.array(step, dtype=g.dtype) * g, updates)
+        lambda g: jnp.array(step, dtype=g.dtype) * g, updates
+      )
     else:
       mu = learning_rate
       step = sign * mu
@@ -91,9 +93,10 @@ def scale_by_learning_rate(
     if constant:
       return updates, state._replace(count=optax.safe_increment(state.count))
     new_state = ScaleByLearningRateState(
-        count=optax.safe_increment(state.count),
-        learning_rate=jnp.asarray(mu, state.learning_rate.dtype),
-        prev_learning_rate=state.learning_rate)
+      count=optax.safe_increment(state.count),
+      learning_rate=jnp.asarray(mu, state.learning_rate.dtype),
+      prev_learning_rate=state.learning_rate,
+    )
     return updates, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -42,12 +42,13 @@ def debias_divisor(count: chex.Array, beta: Any, gamma: Any, eta: Any) -> Any:
 
 
 def _response(count, beta, gamma, ratio):
-  return ((1 - beta**count) - gamma * (1 - beta**(count - 1))) * ratio
+  return ((1 - beta**count) - gamma * (1 - beta ** (count - 1))) * ratio
 
 
 @functools.partial(jax.jit, inline=True)
-def _debias(tree: Any, count: chex.Array, beta: Any, gamma: Any,
-            ratio: Any) -> Any:
+def _debias(
+  tree: Any, count: chex.Array, beta: Any, gamma: Any, ratio: Any
+) -> Any:
   # An inlined jit around the whole division, as optax.tree.bias_correction,
   # so that the Adam point rounds as Optax's also when run without jit.
   s = _response(count, beta, gamma, ratio)
@@ -63,13 +64,13 @@ def _is_zero(x: Any) -> bool:
 
 
 def lowpass_filter(
-    beta: Any = 0.9,
-    gamma: Any = 0.0,
-    eta: Optional[Any] = None,
-    *,
-    debias: bool = True,
-    nesterov: bool = False,
-    dtype: _base.DTypePolicy = None,
+  beta: Any = 0.9,
+  gamma: Any = 0.0,
+  eta: Optional[Any] = None,
+  *,
+  debias: bool = True,
+  nesterov: bool = False,
+  dtype: _base.DTypePolicy = None,
 ) -> _base.AutoSGMBlock:
   r"""The AutoSGM lowpass filter: momentum with a pole, a zero and a gain.
 
@@ -125,9 +126,10 @@ def lowpass_filter(
   if nesterov:
     if not _is_zero(gamma) or eta is not None:
       raise ValueError(
-          "nesterov=True implies gamma = beta / (1 + beta) and eta = 1 + beta;"
-          f" leave gamma and eta at their defaults (got gamma={gamma!r}, "
-          f"eta={eta!r}).")
+        "nesterov=True implies gamma = beta / (1 + beta) and eta = 1 + beta;"
+        f" leave gamma and eta at their defaults (got gamma={gamma!r}, "
+        f"eta={eta!r})."
+      )
     _base.check_range("beta", beta, 0.0, 1.0)
   else:
     _base.check_filter_design(beta, gamma, eta)
@@ -141,7 +143,8 @@ def lowpass_filter(
 
   def init_fn(params):
     return LowpassFilterState(
-        count=jnp.zeros([], jnp.int32), m=_base.zeros_like_tree(params, dtype))
+      count=jnp.zeros([], jnp.int32), m=_base.zeros_like_tree(params, dtype)
+    )
 
   def moment(g, m):
     # Optax's operand order (optax.tree.update_moment, optax.trace), so that
@@ -172,23 +175,32 @@ def lowpass_filter(
       m_old = jax.tree.map(_base.promoted, m_old, g)
     m_new = jax.tree.map(moment, g, m_old)
     realise = signal.realisation.filter_output
-    v = jax.tree.map(lambda m, mo, x: output(m, mo, x, realise),
-                     m_new, m_old, g)
+    v = jax.tree.map(
+      lambda m, mo, x: output(m, mo, x, realise), m_new, m_old, g
+    )
     s = None
     if debias:
       v = _debias(v, count_inc, beta, zero, gain / (1 - beta))
       s = debias_divisor(count_inc, beta, zero, gain)
     new_state = LowpassFilterState(
-        count=count_inc, m=_base.cast_tree(m_new, state.m))
-    return (signal._replace(direction=v,
-                            filter=_base.FilterFacts(beta, zero, gain, s)),
-            new_state)
+      count=count_inc, m=_base.cast_tree(m_new, state.m)
+    )
+    return (
+      signal._replace(
+        direction=v, filter=_base.FilterFacts(beta, zero, gain, s)
+      ),
+      new_state,
+    )
 
   def last_fn(state):  # s(t) of the last update
     return debias_divisor(state.count, beta, zero, gain) if debias else None
 
-  return _base.AutoSGMBlock(init_fn, apply_fn, kind="filter",
-                            facts=_base.BlockFacts(
-                                zero_is_zero=_is_zero(zero),
-                                explicit_dtype=_base.explicit_dtype(dtype)),
-                            last=last_fn)
+  return _base.AutoSGMBlock(
+    init_fn,
+    apply_fn,
+    kind="filter",
+    facts=_base.BlockFacts(
+      zero_is_zero=_is_zero(zero), explicit_dtype=_base.explicit_dtype(dtype)
+    ),
+    last=last_fn,
+  )

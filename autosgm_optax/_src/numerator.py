@@ -36,17 +36,17 @@ def _average_axes(ndim: int, keep_axes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def correlation_numerator(
-    estimator: str = "correlation",
-    *,
-    beta: Any = 0.9999,
-    moment_beta: Any = 0.999,
-    huber_k: Any = 4.0,
-    average: bool = True,
-    smoothing: Optional[Any] = 0.1,
-    keep_axes: tuple[int, ...] = (),
-    eps: Any = 1e-8,
-    dtype: _base.DTypePolicy = None,
-    mask: Optional[Any] = None,
+  estimator: str = "correlation",
+  *,
+  beta: Any = 0.9999,
+  moment_beta: Any = 0.999,
+  huber_k: Any = 4.0,
+  average: bool = True,
+  smoothing: Optional[Any] = 0.1,
+  keep_axes: tuple[int, ...] = (),
+  eps: Any = 1e-8,
+  dtype: _base.DTypePolicy = None,
+  mask: Optional[Any] = None,
 ) -> _base.AutoSGMBlock:
   r"""Scale by an estimate ``a(t)`` of the optimal learning rate's numerator.
 
@@ -128,18 +128,23 @@ def correlation_numerator(
     _base.check_range("smoothing", smoothing, 0.0, 1.0)
     if not average:
       raise ValueError(
-          f"smoothing={smoothing!r} needs average=True (it smooths the "
-          "per-leaf average); pass smoothing=None with average=False.")
+        f"smoothing={smoothing!r} needs average=True (it smooths the "
+        "per-leaf average); pass smoothing=None with average=False."
+      )
   if mask is not None and not callable(mask) and not jax.tree.leaves(mask):
-    raise ValueError(f"mask={mask!r} holds no bools: give a tree of bools "
-                     "like the parameters, a callable or None.")
+    raise ValueError(
+      f"mask={mask!r} holds no bools: give a tree of bools "
+      "like the parameters, a callable or None."
+    )
   if mask is not None and not callable(mask):
     _check_mask_leaves(mask)
   if not isinstance(keep_axes, tuple) or keep_axes != tuple(
-      range(len(keep_axes))):
+    range(len(keep_axes))
+  ):
     raise ValueError(
-        f"keep_axes={keep_axes!r} must be a tuple of the leading axes "
-        "(0, 1, ..., k-1), e.g. (0,) for stacked layers.")
+      f"keep_axes={keep_axes!r} must be a tuple of the leading axes "
+      "(0, 1, ..., k-1), e.g. (0,) for stacked layers."
+    )
 
   unity = estimator == "unity"
   correlation = estimator in ("correlation", "robust_correlation")
@@ -157,8 +162,9 @@ def correlation_numerator(
     for p in jax.tree.leaves(params):
       if jnp.iscomplexobj(p):
         raise TypeError(
-            f"numerator={estimator!r} does not support complex parameters "
-            f"(got a leaf of dtype {p.dtype}); use numerator='unity'.")
+          f"numerator={estimator!r} does not support complex parameters "
+          f"(got a leaf of dtype {p.dtype}); use numerator='unity'."
+        )
     estimated = _leaf_mask(mask, params)
 
     def placeholder(p):  # a leaf on the unity numerator: no state
@@ -166,9 +172,14 @@ def correlation_numerator(
 
     def zeros():
       return jax.tree.map(
-          lambda p, m: jnp.zeros_like(
-              p, dtype=_base.state_dtype(p.dtype, dtype)) if m else (
-                  placeholder(p)), params, estimated)
+        lambda p, m: (
+          jnp.zeros_like(p, dtype=_base.state_dtype(p.dtype, dtype))
+          if m
+          else (placeholder(p))
+        ),
+        params,
+        estimated,
+      )
 
     def mean_zeros(p, m):
       # A mean of zeros like p: the kept axes keep p's sharding.
@@ -179,11 +190,11 @@ def correlation_numerator(
       return jnp.mean(zeros, axis=axes, keepdims=True) if axes else zeros
 
     return CorrelationNumeratorState(
-        count=count,
-        c=zeros(),
-        w2=zeros() if correlation else None,
-        p_abs=zeros() if robust else None,
-        a=jax.tree.map(mean_zeros, params, estimated) if average else None,
+      count=count,
+      c=zeros(),
+      w2=zeros() if correlation else None,
+      p_abs=zeros() if robust else None,
+      a=jax.tree.map(mean_zeros, params, estimated) if average else None,
     )
 
   def leaf_step(g, vbar, d, w, c, w2, p_abs, a_prev):
@@ -193,7 +204,6 @@ def correlation_numerator(
     if estimator == "moment":
       ubar = g if d is None else g / d
       c = (1 - beta) * (ubar.astype(dt) ** 2) + beta * c
-      ahat = jnp.minimum(c, 1)
     else:
       w = w.astype(dt)
       w = jnp.where(jnp.abs(w) < escape, w + escape, w)
@@ -206,7 +216,7 @@ def correlation_numerator(
       else:
         x = p
       c = beta * c + x
-      ahat = jnp.minimum(jnp.abs(c), bound)
+    ahat = _ahat(c, w2 if correlation else None)
     a = ahat
     if average:
       axes = _average_axes(ahat.ndim, keep_axes)
@@ -233,30 +243,43 @@ def correlation_numerator(
       return [None] * n if tree is None else treedef.flatten_up_to(tree)
 
     # Used alone: the input and no d.
-    columns = zip(leaves, flat(signal.direction), flat(signal.denominator),
-                  flat(params), flat(state.c), flat(state.w2),
-                  flat(state.p_abs), flat(state.a))
+    columns = zip(
+      leaves,
+      flat(signal.direction),
+      flat(signal.denominator),
+      flat(params),
+      flat(state.c),
+      flat(state.w2),
+      flat(state.p_abs),
+      flat(state.a),
+    )
     results = [leaf_step(*col) for col in columns]
-    a, c, w2, p_abs, a_state = (list(r) for r in zip(*results)) if n else (
-        [],) * 5
+    a, c, w2, p_abs, a_state = (
+      (list(r) for r in zip(*results)) if n else ([],) * 5
+    )
 
     def unflat_like(xs, like):  # the state keeps its dtypes (an injected
       # float32 pole must not widen a bfloat16 state)
-      return None if like is None else _base.cast_tree(treedef.unflatten(xs),
-                                                       like)
+      return (
+        None if like is None else _base.cast_tree(treedef.unflatten(xs), like)
+      )
 
     new_state = CorrelationNumeratorState(
-        count=count_inc,
-        c=unflat_like(c, state.c),
-        w2=unflat_like(w2, state.w2),
-        p_abs=unflat_like(p_abs, state.p_abs),
-        a=unflat_like(a_state, state.a),
+      count=count_inc,
+      c=unflat_like(c, state.c),
+      w2=unflat_like(w2, state.w2),
+      p_abs=unflat_like(p_abs, state.p_abs),
+      a=unflat_like(a_state, state.a),
     )
     return signal._replace(numerator=treedef.unflatten(a)), new_state
 
   return _base.AutoSGMBlock(
-      init_fn, apply_fn, kind="numerator", last=last_values,
-      facts=_base.BlockFacts(explicit_dtype=_base.explicit_dtype(dtype)))
+    init_fn,
+    apply_fn,
+    kind="numerator",
+    last=last_values,
+    facts=_base.BlockFacts(explicit_dtype=_base.explicit_dtype(dtype)),
+  )
 
 
 def _is_placeholder(c: Any, like: Any) -> bool:
@@ -269,8 +292,9 @@ def _check_mask_leaves(mask: Any) -> None:
   for leaf in jax.tree.leaves(mask):
     if not isinstance(leaf, (bool, np.bool_)):
       raise TypeError(
-          f"mask leaves must be bools (True: estimate the leaf, False: the "
-          f"unity numerator), got {leaf!r} of type {type(leaf).__name__}.")
+        f"mask leaves must be bools (True: estimate the leaf, False: the "
+        f"unity numerator), got {leaf!r} of type {type(leaf).__name__}."
+      )
 
 
 def _leaf_mask(mask: Any, params: Any) -> Any:
@@ -281,13 +305,23 @@ def _leaf_mask(mask: Any, params: Any) -> Any:
   tree = mask(params) if callable(mask) else mask
   _check_mask_leaves(tree)
   try:
-    return jax.tree.map(lambda m, sub: jax.tree.map(lambda p: bool(m), sub),
-                        tree, params)
+    return jax.tree.map(
+      lambda m, sub: jax.tree.map(lambda p: bool(m), sub), tree, params
+    )
   except ValueError as e:
     raise ValueError(
-        "the numerator's mask does not match the parameters: it must be a "
-        f"tree of bools like (or a prefix of) them; got {tree!r} for "
-        f"parameters of structure {jax.tree.structure(params)}.") from e
+      "the numerator's mask does not match the parameters: it must be a "
+      f"tree of bools like (or a prefix of) them; got {tree!r} for "
+      f"parameters of structure {jax.tree.structure(params)}."
+    ) from e
+
+
+def _ahat(c: Any, w2: Optional[Any]) -> Any:
+  """The per-element estimate from the state: ``min(c, 1)`` (moment) or
+  ``min(|c|, 1 + EMA(w^2))`` (the correlation estimators)."""
+  if w2 is None:
+    return jnp.minimum(c, 1)
+  return jnp.minimum(jnp.abs(c), 1 + w2)
 
 
 def last_values(state: CorrelationNumeratorState) -> Any:
@@ -297,11 +331,9 @@ def last_values(state: CorrelationNumeratorState) -> Any:
   if state.c is None:
     return None
   # A masked-out leaf's placeholder gives None (a = 1).
-  unmasked = lambda f: lambda c, *rest: None if c.shape == (0,) else f(
-      c, *rest)
+  unmasked = lambda f: lambda c, *rest: None if c.shape == (0,) else f(c, *rest)
   if state.a is not None:
     return jax.tree.map(unmasked(lambda c, a: a), state.c, state.a)
   if state.w2 is None:  # the moment estimator
-    return jax.tree.map(unmasked(lambda c: jnp.minimum(c, 1)), state.c)
-  return jax.tree.map(unmasked(lambda c, w2: jnp.minimum(jnp.abs(c), 1 + w2)),
-                      state.c, state.w2)
+    return jax.tree.map(unmasked(lambda c: _ahat(c, None)), state.c)
+  return jax.tree.map(unmasked(_ahat), state.c, state.w2)

@@ -28,16 +28,17 @@ def _like_params(dtype: Optional[Any]) -> _base.DTypePolicy:
 def _refuse_nadam(nesterov: bool, name: str) -> None:
   if nesterov:
     raise ValueError(
-        f"{name}(nesterov=True) (NAdam) is not offered: its bias correction "
-        "is not the filter's exact debias, so it is not a point of AutoSGM. "
-        "Use optax.nadam, or autosgm(gamma=...) for a filter zero.")
+      f"{name}(nesterov=True) (NAdam) is not offered: its bias correction "
+      "is not the filter's exact debias, so it is not a point of AutoSGM. "
+      "Use optax.nadam, or autosgm(gamma=...) for a filter zero."
+    )
 
 
 def sgd(
-    learning_rate: optax.ScalarOrSchedule,
-    momentum: Optional[jax.typing.ArrayLike] = None,
-    nesterov: bool = False,
-    accumulator_dtype: Optional[Any] = None,
+  learning_rate: optax.ScalarOrSchedule,
+  momentum: Optional[jax.typing.ArrayLike] = None,
+  nesterov: bool = False,
+  accumulator_dtype: Optional[Any] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Stochastic gradient descent, bit for bit ``optax.sgd``.
 
@@ -72,19 +73,21 @@ def sgd(
     dtype = _like_params(accumulator_dtype)
     with _base.unchecked():
       if nesterov:
-        filt = lowpass_filter(momentum, debias=False, nesterov=True,
-                              dtype=dtype)
+        filt = lowpass_filter(
+          momentum, debias=False, nesterov=True, dtype=dtype
+        )
       else:
         filt = lowpass_filter(momentum, 0.0, 1.0, debias=False, dtype=dtype)
-  return optax.chain(scale_by_autosgm(filter=filt),
-                     scale_by_learning_rate(learning_rate))
+  return optax.chain(
+    scale_by_autosgm(filter=filt), scale_by_learning_rate(learning_rate)
+  )
 
 
 def phb(
-    learning_rate: optax.ScalarOrSchedule,
-    momentum: jax.typing.ArrayLike = 0.9,
-    *,
-    accumulator_dtype: Optional[Any] = None,
+  learning_rate: optax.ScalarOrSchedule,
+  momentum: jax.typing.ArrayLike = 0.9,
+  *,
+  accumulator_dtype: Optional[Any] = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Polyak's heavy ball: ``sgd(learning_rate, momentum)``.
 
@@ -105,10 +108,10 @@ def phb(
 
 
 def nag(
-    learning_rate: optax.ScalarOrSchedule,
-    momentum: jax.typing.ArrayLike = 0.9,
-    *,
-    accumulator_dtype: Optional[Any] = None,
+  learning_rate: optax.ScalarOrSchedule,
+  momentum: jax.typing.ArrayLike = 0.9,
+  *,
+  accumulator_dtype: Optional[Any] = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Nesterov's momentum: ``sgd(learning_rate, momentum, nesterov=True)``.
 
@@ -134,22 +137,25 @@ def nag(
 def _adam_core(b1, b2, eps, eps_root, mu_dtype, decay=None):
   with _base.unchecked():
     return scale_by_autosgm(
-        filter=lowpass_filter(b1, 0.0, None, debias=True,
-                              dtype=_like_params(mu_dtype)),
-        denominator=moment_denominator(b2, eps, eps_root,
-                                       dtype=_base.LIKE_PARAMS),
-        decay=decay)
+      filter=lowpass_filter(
+        b1, 0.0, None, debias=True, dtype=_like_params(mu_dtype)
+      ),
+      denominator=moment_denominator(
+        b2, eps, eps_root, dtype=_base.LIKE_PARAMS
+      ),
+      decay=decay,
+    )
 
 
 def adam(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    mu_dtype: Optional[Any] = None,
-    *,
-    nesterov: bool = False,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  mu_dtype: Optional[Any] = None,
+  *,
+  nesterov: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adam, bit for bit ``optax.adam``.
 
@@ -184,21 +190,23 @@ def adam(
     True
   """
   _refuse_nadam(nesterov, "adam")
-  return optax.chain(_adam_core(b1, b2, eps, eps_root, mu_dtype),
-                     scale_by_learning_rate(learning_rate))
+  return optax.chain(
+    _adam_core(b1, b2, eps, eps_root, mu_dtype),
+    scale_by_learning_rate(learning_rate),
+  )
 
 
 def adamw(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    mu_dtype: Optional[Any] = None,
-    weight_decay: optax.ScalarOrSchedule = 1e-4,
-    mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
-    *,
-    nesterov: bool = False,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  mu_dtype: Optional[Any] = None,
+  weight_decay: optax.ScalarOrSchedule = 1e-4,
+  mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
+  *,
+  nesterov: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdamW, bit for bit ``optax.adamw``.
 
@@ -229,5 +237,7 @@ def adamw(
   _refuse_nadam(nesterov, "adamw")
   with _base.unchecked():
     decay = decoupled_decay(weight_decay, 1.0, mask)
-  return optax.chain(_adam_core(b1, b2, eps, eps_root, mu_dtype, decay),
-                     scale_by_learning_rate(learning_rate))
+  return optax.chain(
+    _adam_core(b1, b2, eps, eps_root, mu_dtype, decay),
+    scale_by_learning_rate(learning_rate),
+  )

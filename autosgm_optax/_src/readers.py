@@ -32,8 +32,9 @@ def _unwrap(state: Any) -> Any:
   def is_variable(x):
     return hasattr(x, "get_value") and hasattr(x, "get_metadata")
 
-  return jax.tree.map(lambda v: v.get_value() if is_variable(v) else v, state,
-                      is_leaf=is_variable)
+  return jax.tree.map(
+    lambda v: v.get_value() if is_variable(v) else v, state, is_leaf=is_variable
+  )
 
 
 def _is_ours(x: Any) -> bool:
@@ -47,7 +48,8 @@ def _children(x: Any) -> list[tuple[Any, Any]]:
   if isinstance(x, dict):
     return [(jax.tree_util.DictKey(k), v) for k, v in x.items()]
   flat, _ = jax.tree_util.tree_flatten_with_path(
-      x, is_leaf=lambda y: y is not x)
+    x, is_leaf=lambda y: y is not x
+  )
   return [(path[0], child) for path, child in flat if path]
 
 
@@ -71,11 +73,14 @@ def _find_cores(state: Any) -> dict[str, _Found]:
       found[jax.tree_util.keystr(path)] = _Found(node, None)
       return
     children = _children(node)
-    cores = [i for i, (_, c) in enumerate(children)
-             if isinstance(c, ScaleByAutoSGMState)]
+    cores = [
+      i
+      for i, (_, c) in enumerate(children)
+      if isinstance(c, ScaleByAutoSGMState)
+    ]
     for i in cores:
       after = None
-      for _, c in children[i + 1:]:
+      for _, c in children[i + 1 :]:
         if isinstance(c, ScaleByAutoSGMState):
           break
         if isinstance(c, ScaleByLearningRateState):
@@ -95,10 +100,11 @@ def _cores(state: Any, reader: str) -> dict[str, _Found]:
   found = _find_cores(_unwrap(state))
   if not found:
     raise ValueError(
-        f"{reader} found no AutoSGM state (a ScaleByAutoSGMState, made by "
-        "autosgm, scale_by_autosgm or a preset) in the state given, a "
-        f"{type(state).__name__}; pass the optimizer state (or the "
-        "nnx.Optimizer) of an optimizer built with this library.")
+      f"{reader} found no AutoSGM state (a ScaleByAutoSGMState, made by "
+      "autosgm, scale_by_autosgm or a preset) in the state given, a "
+      f"{type(state).__name__}; pass the optimizer state (or the "
+      "nnx.Optimizer) of an optimizer built with this library."
+    )
   return found
 
 
@@ -116,12 +122,14 @@ def _count(core: ScaleByAutoSGMState) -> jax.Array:
   if count is not None:
     return count
   raise ValueError(
-      "the AutoSGM state has no block with a counter (every slot empty), so "
-      "a learning-rate schedule cannot be evaluated: pass a number.")
+    "the AutoSGM state has no block with a counter (every slot empty), so "
+    "a learning-rate schedule cannot be evaluated: pass a number."
+  )
 
 
-def _mu(path: str, found: _Found, learning_rate: Any, reader: str
-        ) -> tuple[jax.Array, jax.Array]:
+def _mu(
+  path: str, found: _Found, learning_rate: Any, reader: str
+) -> tuple[jax.Array, jax.Array]:
   """``mu`` of the last update and of the one before (the library's
   learning-rate block's convention: both ``mu`` at count 0 before any
   update), from the library's learning-rate block or from
@@ -129,17 +137,21 @@ def _mu(path: str, found: _Found, learning_rate: Any, reader: str
   if found.learning_rate is not None:
     if learning_rate is not None:
       raise ValueError(
-          f"{reader}: the optimizer at {path!r} has the library's "
-          "learning-rate block, which holds mu; do not pass learning_rate.")
-    return (found.learning_rate.learning_rate,
-            found.learning_rate.prev_learning_rate)
+        f"{reader}: the optimizer at {path!r} has the library's "
+        "learning-rate block, which holds mu; do not pass learning_rate."
+      )
+    return (
+      found.learning_rate.learning_rate,
+      found.learning_rate.prev_learning_rate,
+    )
   if learning_rate is None:
     raise ValueError(
-        f"{reader}: the AutoSGM core at {path!r} is not followed by the "
-        "library's learning-rate block (autosgm_optax.scale_by_learning_rate; "
-        "e.g. it is chained with optax.scale_by_learning_rate), so the state "
-        "does not hold mu: pass learning_rate= (the number or schedule "
-        "given to the optimizer).")
+      f"{reader}: the AutoSGM core at {path!r} is not followed by the "
+      "library's learning-rate block (autosgm_optax.scale_by_learning_rate; "
+      "e.g. it is chained with optax.scale_by_learning_rate), so the state "
+      "does not hold mu: pass learning_rate= (the number or schedule "
+      "given to the optimizer)."
+    )
   if callable(learning_rate):
     count = _count(found.core)
     last = learning_rate(jnp.maximum(count - 1, 0))
@@ -150,8 +162,9 @@ def _mu(path: str, found: _Found, learning_rate: Any, reader: str
   return mu, mu
 
 
-def effective_learning_rates(state: Any, *, learning_rate: Any = None
-                             ) -> dict[str, jax.Array]:
+def effective_learning_rates(
+  state: Any, *, learning_rate: Any = None
+) -> dict[str, jax.Array]:
   r"""``mu(t) * F(t)`` of the last update, for every AutoSGM in ``state``.
 
   The AutoSGM cores (``ScaleByAutoSGMState``) are found by type wherever
@@ -195,8 +208,9 @@ def effective_learning_rates(state: Any, *, learning_rate: Any = None
   return rates
 
 
-def effective_learning_rate(state: Any, *, learning_rate: Any = None
-                            ) -> jax.Array:
+def effective_learning_rate(
+  state: Any, *, learning_rate: Any = None
+) -> jax.Array:
   """``mu(t) * F(t)`` of the last update of the one AutoSGM in ``state``.
 
   See :func:`effective_learning_rates`.
@@ -228,8 +242,9 @@ def effective_learning_rate(state: Any, *, learning_rate: Any = None
   rates = effective_learning_rates(state, learning_rate=learning_rate)
   if len(rates) != 1:
     raise ValueError(
-        f"found {len(rates)} autosgm optimizers in the state "
-        f"(paths {sorted(rates)}); use effective_learning_rates(state).")
+      f"found {len(rates)} autosgm optimizers in the state "
+      f"(paths {sorted(rates)}); use effective_learning_rates(state)."
+    )
   return next(iter(rates.values()))
 
 
@@ -268,15 +283,17 @@ def numerator_values(state: Any) -> dict[str, Any]:
   is_numerator = lambda x: isinstance(x, CorrelationNumeratorState)
   values = {}
   for path, x in jax.tree_util.tree_flatten_with_path(
-      _unwrap(state), is_leaf=is_numerator)[0]:
+    _unwrap(state), is_leaf=is_numerator
+  )[0]:
     if is_numerator(x) and x.c is not None:
       values[jax.tree_util.keystr(path)] = last_values(x)
   if not values:
     raise ValueError(
-        "numerator_values found no estimated numerator in the state (a "
-        "CorrelationNumeratorState of numerator='moment', 'correlation' or "
-        "'robust_correlation'); the unity numerator (the default, Adam's "
-        "point) keeps no estimate: a = 1.")
+      "numerator_values found no estimated numerator in the state (a "
+      "CorrelationNumeratorState of numerator='moment', 'correlation' or "
+      "'robust_correlation'); the unity numerator (the default, Adam's "
+      "point) keeps no estimate: a = 1."
+    )
   return values
 
 
@@ -315,46 +332,56 @@ class Dynamics(NamedTuple):
 
 def _scale_summary(summary: Summary, factor: jax.Array) -> Summary:
   scale = lambda tree, f: jax.tree.map(lambda x: f * x, tree)
-  return Summary(sup=scale(summary.sup, jnp.abs(factor)),
-                 mean=scale(summary.mean, factor),
-                 std=scale(summary.std, jnp.abs(factor)))
+  return Summary(
+    sup=scale(summary.sup, jnp.abs(factor)),
+    mean=scale(summary.mean, factor),
+    std=scale(summary.std, jnp.abs(factor)),
+  )
 
 
-def _dynamics(core: ScaleByAutoSGMState, mus: tuple[jax.Array, jax.Array],
-              descent: bool) -> Dynamics:
+def _dynamics(
+  core: ScaleByAutoSGMState, mus: tuple[jax.Array, jax.Array], descent: bool
+) -> Dynamics:
   diag = core.diagnostics
   mu, mu_prev = mus
   ratio = jnp.where(mu_prev > 0, mu / jnp.where(mu_prev > 0, mu_prev, 1), 0)
   step = -mu if descent else mu
   values = diag.values
   recorded = (diag.recorded == diag.count) & (diag.count > 0)
-  common = dict(r_undefined=diag.r_undefined, beta=diag.beta, eta=diag.eta,
-                step=diag.recorded, recorded=recorded)
+  common = dict(
+    r_undefined=diag.r_undefined,
+    beta=diag.beta,
+    eta=diag.eta,
+    step=diag.recorded,
+    recorded=recorded,
+  )
   if "summary" in values:
     values = _diagnostics.unpack(values)
     # Between records (diagnostics_every > 1) mu has moved on: NaN, not a
     # stale record scaled by today's mu.
-    fresh = lambda x: jax.tree.map(
-        lambda v: jnp.where(recorded, v, jnp.nan), x)
+    fresh = lambda x: jax.tree.map(lambda v: jnp.where(recorded, v, jnp.nan), x)
     return Dynamics(
-        alpha=fresh(_scale_summary(values["alpha"], mu)),
-        r=fresh(_scale_summary(values["r"], ratio)),
-        margin=fresh(_scale_summary(values["r"], diag.beta * ratio)),  # r>=0
-        e=fresh(values["e"]),
-        dw=fresh(_scale_summary(values["update"], step)),
-        **common)
+      alpha=fresh(_scale_summary(values["alpha"], mu)),
+      r=fresh(_scale_summary(values["r"], ratio)),
+      margin=fresh(_scale_summary(values["r"], diag.beta * ratio)),  # r>=0
+      e=fresh(values["e"]),
+      dw=fresh(_scale_summary(values["update"], step)),
+      **common,
+    )
   r = jax.tree.map(lambda x: ratio * x, values["r"])
   return Dynamics(
-      alpha=jax.tree.map(lambda x: mu * x, values["alpha"]),
-      r=r,
-      margin=jax.tree.map(lambda x: diag.beta * jnp.abs(x), r),
-      e=values["e"],
-      dw=jax.tree.map(lambda x: step * x, values["update"]),
-      **common)
+    alpha=jax.tree.map(lambda x: mu * x, values["alpha"]),
+    r=r,
+    margin=jax.tree.map(lambda x: diag.beta * jnp.abs(x), r),
+    e=values["e"],
+    dw=jax.tree.map(lambda x: step * x, values["update"]),
+    **common,
+  )
 
 
-def learning_dynamics(state: Any, *, maximize: bool = False,
-                      learning_rate: Any = None) -> dict[str, Dynamics]:
+def learning_dynamics(
+  state: Any, *, maximize: bool = False, learning_rate: Any = None
+) -> dict[str, Dynamics]:
   r"""The recorded LTV view of the last update, for every ``autosgm``.
 
   Needs ``autosgm(..., diagnostics="summary" | "element")``. Combines the
@@ -403,7 +430,8 @@ def learning_dynamics(state: Any, *, maximize: bool = False,
       out[path] = _dynamics(core_lr.core, mu, descent=not maximize)
   if not out:
     raise ValueError(
-        f"learning_dynamics found {len(found)} AutoSGM core(s) (at "
-        f"{sorted(found)}) but none records its dynamics: build the "
-        "optimizer with diagnostics=\"summary\" or \"element\".")
+      f"learning_dynamics found {len(found)} AutoSGM core(s) (at "
+      f"{sorted(found)}) but none records its dynamics: build the "
+      'optimizer with diagnostics="summary" or "element".'
+    )
   return out

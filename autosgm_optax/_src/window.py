@@ -24,13 +24,13 @@ Window = Union[optax.Schedule, float, chex.Array, _base.AutoSGMBlock]
 #: The shapes phi(f), phi(0) = 1, phi(1) = 0, and their shape parameter with
 #: its default: (name of the keyword, default).
 SHAPES = {
-    "flat": (None, None),
-    "raised_cosine": ("order", 2),
-    "polynomial": ("order", 1),
-    "beta_exponential": ("base", 0.01),
-    "simple_polynomial": ("order", 2),
-    "sigmoid": ("rate", 4),
-    "late_sigmoid": ("rate", 4),
+  "flat": (None, None),
+  "raised_cosine": ("order", 2),
+  "polynomial": ("order", 1),
+  "beta_exponential": ("base", 0.01),
+  "simple_polynomial": ("order", 2),
+  "sigmoid": ("rate", 4),
+  "late_sigmoid": ("rate", 4),
 }
 
 #: Inflection points of the base-2 logistic shapes (docs/algorithm.md,
@@ -76,18 +76,23 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
   _base.check_type("window", window, allow_schedule=True)
 
   def init_fn(params):
-    return WindowState(count=jnp.zeros([], jnp.int32),
-                       value=jnp.zeros([], _base.scalar_dtype(params)))
+    return WindowState(
+      count=jnp.zeros([], jnp.int32),
+      value=jnp.zeros([], _base.scalar_dtype(params)),
+    )
 
   def apply_fn(signal, state, params):
     del params
     value = _base.evaluate(window, state.count)
-    new_state = WindowState(count=optax.safe_increment(state.count),
-                            value=jnp.asarray(value, state.value.dtype))
+    new_state = WindowState(
+      count=optax.safe_increment(state.count),
+      value=jnp.asarray(value, state.value.dtype),
+    )
     return signal._replace(window=value), new_state
 
-  return _base.AutoSGMBlock(init_fn, apply_fn, kind="window",
-                            last=lambda state: state.value)
+  return _base.AutoSGMBlock(
+    init_fn, apply_fn, kind="window", last=lambda state: state.value
+  )
 
 
 def _shape_fn(shape: str, param: Any):
@@ -99,9 +104,9 @@ def _shape_fn(shape: str, param: Any):
   if shape == "polynomial":
     return lambda f, xp: (1 - f) ** param
   if shape == "beta_exponential":
-    return lambda f, xp: (param ** f - param) / (1 - param)
+    return lambda f, xp: (param**f - param) / (1 - param)
   if shape == "simple_polynomial":
-    return lambda f, xp: (1 - f ** param) ** 2
+    return lambda f, xp: (1 - f**param) ** 2
   centre = _SIGMOID_CENTRE[shape]
 
   def sigmoid(f, xp):
@@ -111,14 +116,28 @@ def _shape_fn(shape: str, param: Any):
   return sigmoid
 
 
-def _check_options(shape, length, param_name, param, floor, flat_top, stairs,
-                   steps_per_epoch, full, restarts, kronecker):
+def _check_options(
+  shape,
+  length,
+  param_name,
+  param,
+  floor,
+  flat_top,
+  stairs,
+  steps_per_epoch,
+  full,
+  restarts,
+  kronecker,
+):
   _base.check_choice("shape", shape, tuple(SHAPES))
   _base.check_range("length", length, 1.0, None)
   _base.check_range("floor", floor, 0.0, 1.0, high_open=False)
   _base.check_range("flat_top", flat_top, 0.0, 1.0)
-  for name, flag in (("full", full), ("restarts", restarts),
-                     ("kronecker", kronecker)):
+  for name, flag in (
+    ("full", full),
+    ("restarts", restarts),
+    ("kronecker", kronecker),
+  ):
     if not isinstance(flag, bool):
       raise TypeError(f"{name}={flag!r} must be a bool.")
   _base.check_range("stairs", stairs, 1.0, None)
@@ -133,33 +152,37 @@ def _check_options(shape, length, param_name, param, floor, flat_top, stairs,
   elif param_name == "base":
     _base.check_range("base", param, 0.0, None, low_open=True)
     if _base.is_number(param) and param == 1:
-      raise ValueError("base=1 makes the beta-exponential shape 0/0; the "
-                       "valid range is (0, 1) or (1, inf).")
+      raise ValueError(
+        "base=1 makes the beta-exponential shape 0/0; the "
+        "valid range is (0, 1) or (1, inf)."
+      )
   if kronecker:
     if full or not (_base.is_number(flat_top) and flat_top == 0):
       raise ValueError(
-          f"kronecker=True needs a half window without a flat top (got "
-          f"full={full!r}, flat_top={flat_top!r}): the sorted sequence is "
-          "ill-defined otherwise.")
+        f"kronecker=True needs a half window without a flat top (got "
+        f"full={full!r}, flat_top={flat_top!r}): the sorted sequence is "
+        "ill-defined otherwise."
+      )
     if not (_base.is_number(length) and length == int(length)):
-      raise ValueError(f"kronecker=True needs a whole-number length, got "
-                       f"length={length!r}.")
+      raise ValueError(
+        f"kronecker=True needs a whole-number length, got length={length!r}."
+      )
 
 
 def window_schedule(
-    length: Any,
-    shape: str = "raised_cosine",
-    *,
-    order: Optional[Any] = None,
-    base: Optional[Any] = None,
-    rate: Optional[Any] = None,
-    floor: Any = 0.0,
-    full: bool = False,
-    flat_top: Any = 0.0,
-    stairs: Any = 1,
-    restarts: bool = False,
-    steps_per_epoch: Optional[Any] = None,
-    kronecker: bool = False,
+  length: Any,
+  shape: str = "raised_cosine",
+  *,
+  order: Optional[Any] = None,
+  base: Optional[Any] = None,
+  rate: Optional[Any] = None,
+  floor: Any = 0.0,
+  full: bool = False,
+  flat_top: Any = 0.0,
+  stairs: Any = 1,
+  restarts: bool = False,
+  steps_per_epoch: Optional[Any] = None,
+  kronecker: bool = False,
 ) -> optax.Schedule:
   r"""A window ``F(count)`` in ``[floor, 1]`` as an ``optax.Schedule``.
 
@@ -231,12 +254,24 @@ def window_schedule(
   for name, value in given.items():
     if value is not None and name != param_name:
       raise ValueError(
-          f"{name}={value!r} has no meaning for shape={shape!r}"
-          + (f" (its parameter is {param_name!r})." if param_name else "."))
+        f"{name}={value!r} has no meaning for shape={shape!r}"
+        + (f" (its parameter is {param_name!r})." if param_name else ".")
+      )
   param = given.get(param_name) if param_name else None
   param = default if param is None else param
-  _check_options(shape, length, param_name, param, floor, flat_top, stairs,
-                 steps_per_epoch, full, restarts, kronecker)
+  _check_options(
+    shape,
+    length,
+    param_name,
+    param,
+    floor,
+    flat_top,
+    stairs,
+    steps_per_epoch,
+    full,
+    restarts,
+    kronecker,
+  )
   shape_fn = _shape_fn(shape, param)
 
   def phi(f, xp):
@@ -285,13 +320,13 @@ def window_schedule(
 
 
 def raised_cosine_schedule(
-    length: Any,
-    *,
-    order: Any = 2,
-    floor: Any = 0.0,
-    full: bool = False,
-    flat_top: Any = 0.0,
-    restarts: bool = False,
+  length: Any,
+  *,
+  order: Any = 2,
+  floor: Any = 0.0,
+  full: bool = False,
+  flat_top: Any = 0.0,
+  restarts: bool = False,
 ) -> optax.Schedule:
   r"""The raised-cosine window :math:`x + (1 - x)\cos(\pi f / 2)^n`.
 
@@ -317,18 +352,25 @@ def raised_cosine_schedule(
     >>> [round(float(F(k)), 4) for k in range(5)]
     [1.0, 0.8682, 0.55, 0.2318, 0.1]
   """
-  return window_schedule(length, "raised_cosine", order=order, floor=floor,
-                         full=full, flat_top=flat_top, restarts=restarts)
+  return window_schedule(
+    length,
+    "raised_cosine",
+    order=order,
+    floor=floor,
+    full=full,
+    flat_top=flat_top,
+    restarts=restarts,
+  )
 
 
 def raised_cosine_window(
-    length: Any,
-    *,
-    order: Any = 2,
-    floor: Any = 0.0,
-    full: bool = False,
-    flat_top: Any = 0.0,
-    restarts: bool = False,
+  length: Any,
+  *,
+  order: Any = 2,
+  floor: Any = 0.0,
+  full: bool = False,
+  flat_top: Any = 0.0,
+  restarts: bool = False,
 ) -> _base.AutoSGMBlock:
   """The raised-cosine window as a block for the ``window`` slot.
 
@@ -350,9 +392,16 @@ def raised_cosine_window(
     >>> u  # F(2) = 0.1 + 0.9 cos(pi / 4)^2
     Array([0.55], dtype=float32)
   """
-  return scale_by_window(raised_cosine_schedule(
-      length, order=order, floor=floor, full=full, flat_top=flat_top,
-      restarts=restarts))
+  return scale_by_window(
+    raised_cosine_schedule(
+      length,
+      order=order,
+      floor=floor,
+      full=full,
+      flat_top=flat_top,
+      restarts=restarts,
+    )
+  )
 
 
 def as_window_block(window: Window) -> _base.AutoSGMBlock:
@@ -360,6 +409,7 @@ def as_window_block(window: Window) -> _base.AutoSGMBlock:
   if isinstance(window, _base.AutoSGMBlock):
     if window.kind != "window":
       raise TypeError(
-          f"window={window!r} is a {window.kind!r} block, not a window.")
+        f"window={window!r} is a {window.kind!r} block, not a window."
+      )
     return window
   return scale_by_window(window)

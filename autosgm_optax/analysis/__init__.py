@@ -18,11 +18,11 @@ from autosgm_optax.analysis._plotting import plot_dynamics
 from autosgm_optax.analysis._plotting import plot_windows
 
 __all__ = (
-    "Finding",
-    "StabilityConditions",
-    "StabilityReport",
-    "check_stability",
-    "plot_dynamics",
-    "plot_windows",
-    "stability_conditions",
+  "Finding",
+  "StabilityConditions",
+  "StabilityReport",
+  "check_stability",
+  "plot_dynamics",
+  "plot_windows",
+  "stability_conditions",
 )

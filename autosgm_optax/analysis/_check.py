@@ -106,8 +106,9 @@ class StabilityReport(NamedTuple):
     return self.explain()
 
 
-def _rates(rates: Any, steps: np.ndarray
-           ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+def _rates(
+  rates: Any, steps: np.ndarray
+) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
   """``mu F`` of each recorded update ``t`` and of the update before it."""
   if rates is None:
     return None, None
@@ -122,22 +123,27 @@ def _rates(rates: Any, steps: np.ndarray
   if values.shape != (n,) and values.ndim == 1 and values.size >= steps[-1]:
     # mu F of every update from the first: take each record's and the one
     # before it
-    return values[steps - 1], np.where(steps >= 2, values[np.maximum(
-        steps - 2, 0)], 0.0)
+    return values[steps - 1], np.where(
+      steps >= 2, values[np.maximum(steps - 2, 0)], 0.0
+    )
   if values.shape != (n,):
     raise ValueError(
-        f"rates has {values.size} values for {n} recorded steps (the last "
-        f"is update {int(steps[-1])}); give mu F of each recorded step, of "
-        "every update from the first, or a schedule of the count.")
+      f"rates has {values.size} values for {n} recorded steps (the last "
+      f"is update {int(steps[-1])}); give mu F of each recorded step, of "
+      "every update from the first, or a schedule of the count."
+    )
   # the previous update's rate is known only where it was recorded too
   consecutive = np.concatenate([[False], np.diff(steps) == 1])
-  prev = np.where(consecutive, np.concatenate([[np.nan], values[:-1]]),
-                  np.nan)
+  prev = np.where(consecutive, np.concatenate([[np.nan], values[:-1]]), np.nan)
   return values, prev
 
 
-def _peak_log_gain(margins: np.ndarray, log_excuse: np.ndarray,
-                   restart: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def _peak_log_gain(
+  margins: np.ndarray,
+  log_excuse: np.ndarray,
+  restart: np.ndarray,
+  starts: np.ndarray,
+) -> np.ndarray:
   """Per step and leaf, the max over the leaf's elements of the log-gain.
 
   The log-gain of an element is the running maximum
@@ -161,14 +167,20 @@ def _peak_log_gain(margins: np.ndarray, log_excuse: np.ndarray,
   for k, margin in enumerate(margins):
     if restart[k]:
       log_gain = np.zeros_like(log_gain)
-    log_gain = np.fmax(0.0, log_gain + np.log(np.asarray(margin, np.float64))
-                       - log_excuse[k])
+    log_gain = np.fmax(
+      0.0, log_gain + np.log(np.asarray(margin, np.float64)) - log_excuse[k]
+    )
     peak[k] = np.maximum.reduceat(log_gain, starts)
   return peak
 
 
-def _memory_gain(level: str, margin: np.ndarray, history: Sequence[Any],
-                 excuse: np.ndarray, steps: np.ndarray) -> np.ndarray:
+def _memory_gain(
+  level: str,
+  margin: np.ndarray,
+  history: Sequence[Any],
+  excuse: np.ndarray,
+  steps: np.ndarray,
+) -> np.ndarray:
   """Per step and leaf, ``max_s prod_{u=s+1..t} beta |r(u)| / excuse(u)``.
 
   The largest amplification of the filter's memory of any earlier step.
@@ -181,11 +193,14 @@ def _memory_gain(level: str, margin: np.ndarray, history: Sequence[Any],
   log_excuse = np.log(excuse)
   with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
     if level == "summary":
-      return np.exp(_peak_log_gain(margin, log_excuse, restart,
-                                   np.arange(margin.shape[1])))
+      return np.exp(
+        _peak_log_gain(margin, log_excuse, restart, np.arange(margin.shape[1]))
+      )
     n = len(steps)
-    columns = [c.reshape(n, -1)
-               for c in stack_leaves([d.margin for d in history], "margin")]
+    columns = [
+      c.reshape(n, -1)
+      for c in stack_leaves([d.margin for d in history], "margin")
+    ]
     sizes = np.asarray([c.shape[1] for c in columns], int)
     starts = (np.cumsum(sizes) - sizes)[sizes > 0]
     flat = np.concatenate(columns, axis=1) if columns else np.zeros((n, 0))
@@ -195,43 +210,54 @@ def _memory_gain(level: str, margin: np.ndarray, history: Sequence[Any],
   return gain
 
 
-def _findings(mask: np.ndarray, values: np.ndarray, steps: np.ndarray,
-              leaves: Sequence[str]) -> list[Finding]:
+def _findings(
+  mask: np.ndarray, values: np.ndarray, steps: np.ndarray, leaves: Sequence[str]
+) -> list[Finding]:
   """A :class:`Finding` per True of ``mask``, in step order, then leaf."""
   k, j = np.nonzero(mask)
-  return [Finding(t, leaves[leaf], value) for t, leaf, value in
-          zip(steps[k].tolist(), j.tolist(), values[k, j].tolist(),
-              strict=True)]
+  return [
+    Finding(t, leaves[leaf], value)
+    for t, leaf, value in zip(
+      steps[k].tolist(), j.tolist(), values[k, j].tolist(), strict=True
+    )
+  ]
 
 
 def _reference(e: np.ndarray, reference_steps: int) -> np.ndarray:
   """Per leaf, the max of its first ``reference_steps`` finite ``e > 0``."""
   good = np.isfinite(e) & (e > 0)
   first = good & (np.cumsum(good, axis=0) <= reference_steps)
-  return np.where(np.any(first, axis=0),
-                  np.max(np.where(first, e, -np.inf), axis=0, initial=-np.inf),
-                  np.nan)
+  return np.where(
+    np.any(first, axis=0),
+    np.max(np.where(first, e, -np.inf), axis=0, initial=-np.inf),
+    np.nan,
+  )
 
 
-def _worst(table: np.ndarray, steps: np.ndarray, leaves: Sequence[str]
-           ) -> dict[str, Finding]:
+def _worst(
+  table: np.ndarray, steps: np.ndarray, leaves: Sequence[str]
+) -> dict[str, Finding]:
   """Per leaf, the Finding of its largest value (NaN counts as lowest)."""
   k = np.argmax(np.nan_to_num(table, nan=-np.inf), axis=0)
   j = np.arange(len(leaves))
-  return {leaf: Finding(t, leaf, value) for leaf, t, value in
-          zip(leaves, steps[k].tolist(), table[k, j].tolist(), strict=True)}
+  return {
+    leaf: Finding(t, leaf, value)
+    for leaf, t, value in zip(
+      leaves, steps[k].tolist(), table[k, j].tolist(), strict=True
+    )
+  }
 
 
 def check_stability(
-    history: Sequence[Any],
-    *,
-    margin_bound: float = 1.0,
-    growth_bound: float = 10.0,
-    alpha_bound: float = math.inf,
-    divergence_bound: float = 1e3,
-    rates: Union[None, Sequence[float], Callable[[Any], Any]] = None,
-    first_step: Optional[int] = None,
-    reference_steps: int = 10,
+  history: Sequence[Any],
+  *,
+  margin_bound: float = 1.0,
+  growth_bound: float = 10.0,
+  alpha_bound: float = math.inf,
+  divergence_bound: float = 1e3,
+  rates: Union[None, Sequence[float], Callable[[Any], Any]] = None,
+  first_step: Optional[int] = None,
+  reference_steps: int = 10,
 ) -> StabilityReport:
   r"""Checks a recorded history of learning dynamics for instability.
 
@@ -305,14 +331,18 @@ def check_stability(
   """
   history = list(history)
   if not history:
-    raise ValueError("history is empty: record learning_dynamics(state)[path] "
-                     "after each update.")
+    raise ValueError(
+      "history is empty: record learning_dynamics(state)[path] "
+      "after each update."
+    )
   history, steps = recorded_steps(history, first_step)
   level = history_level(history)
-  for name, value in (("margin_bound", margin_bound),
-                      ("growth_bound", growth_bound),
-                      ("alpha_bound", alpha_bound),
-                      ("divergence_bound", divergence_bound)):
+  for name, value in (
+    ("margin_bound", margin_bound),
+    ("growth_bound", growth_bound),
+    ("alpha_bound", alpha_bound),
+    ("divergence_bound", divergence_bound),
+  ):
     if not value > 0:
       raise ValueError(f"{name}={value!r} must be > 0.")
   if reference_steps < 1:
@@ -343,30 +373,48 @@ def check_stability(
   nonfinite = ~(np.isfinite(e) & np.isfinite(dw))
   with np.errstate(divide="ignore", invalid="ignore"):
     grown = e / reference
-  diverged = nonfinite | (np.isfinite(reference)
-                          & (e > divergence_bound * reference))
+  diverged = nonfinite | (
+    np.isfinite(reference) & (e > divergence_bound * reference)
+  )
   masks = dict(
-      margin=(over_margin, margin),
-      growth=(growth > growth_bound, growth),
-      alpha=(~(np.isfinite(alpha) & (alpha <= alpha_bound)), alpha),
-      divergence=(diverged, np.where(
-          nonfinite, np.where(np.isfinite(e), dw, e), grown)),
-      warmup=(~over_margin & (r > 1) & (excused > 1), r),
+    margin=(over_margin, margin),
+    growth=(growth > growth_bound, growth),
+    alpha=(~(np.isfinite(alpha) & (alpha <= alpha_bound)), alpha),
+    divergence=(
+      diverged,
+      np.where(nonfinite, np.where(np.isfinite(e), dw, e), grown),
+    ),
+    warmup=(~over_margin & (r > 1) & (excused > 1), r),
   )
   found = {kind: _findings(*masks[kind], steps, leaves) for kind in _KINDS}
 
   beta_ok = bool(np.all((betas >= 0) & (betas < 1)))
-  stable = bool(beta_ok and not found["growth"] and not found["alpha"]
-                and not found["divergence"])
+  stable = bool(
+    beta_ok
+    and not found["growth"]
+    and not found["alpha"]
+    and not found["divergence"]
+  )
   return StabilityReport(
-      stable=stable, contractive=bool(stable and not found["margin"]),
-      margin=found["margin"], growth=found["growth"], alpha=found["alpha"],
-      divergence=found["divergence"], warmup=found["warmup"],
-      steps=(int(steps[0]), int(steps[-1])), leaves=tuple(leaves),
-      level=level, beta=float(betas[-1]),
-      max_margin=_worst(margin, steps, leaves),
-      max_growth=_worst(np.nan_to_num(growth, nan=1.0), steps, leaves),
-      rates_given=rate is not None,
-      bounds=dict(margin_bound=margin_bound, growth_bound=growth_bound,
-                  alpha_bound=alpha_bound, divergence_bound=divergence_bound,
-                  reference_steps=reference_steps))
+    stable=stable,
+    contractive=bool(stable and not found["margin"]),
+    margin=found["margin"],
+    growth=found["growth"],
+    alpha=found["alpha"],
+    divergence=found["divergence"],
+    warmup=found["warmup"],
+    steps=(int(steps[0]), int(steps[-1])),
+    leaves=tuple(leaves),
+    level=level,
+    beta=float(betas[-1]),
+    max_margin=_worst(margin, steps, leaves),
+    max_growth=_worst(np.nan_to_num(growth, nan=1.0), steps, leaves),
+    rates_given=rate is not None,
+    bounds=dict(
+      margin_bound=margin_bound,
+      growth_bound=growth_bound,
+      alpha_bound=alpha_bound,
+      divergence_bound=divergence_bound,
+      reference_steps=reference_steps,
+    ),
+  )

@@ -36,9 +36,11 @@ ANNEAL_TOL = 1e-6
 # What tracing a schedule with Python control flow on the count raises
 # (``if count < n``, ``int(count)``, ``np.cos(count)``): such a schedule is
 # evaluated count by count instead.
-_NEEDS_CONCRETE_COUNT = (jax.errors.ConcretizationTypeError,
-                         jax.errors.TracerArrayConversionError,
-                         jax.errors.TracerIntegerConversionError)
+_NEEDS_CONCRETE_COUNT = (
+  jax.errors.ConcretizationTypeError,
+  jax.errors.TracerArrayConversionError,
+  jax.errors.TracerIntegerConversionError,
+)
 
 
 class StabilityConditions(NamedTuple):
@@ -82,8 +84,9 @@ def evaluate(value: Any, counts: np.ndarray, name: str) -> np.ndarray:
   n = len(counts)
   if isinstance(value, _base.AutoSGMBlock):
     if value.kind != "window":
-      raise TypeError(f"{name}={value!r} is a {value.kind!r} block, "
-                      "not a window.")
+      raise TypeError(
+        f"{name}={value!r} is a {value.kind!r} block, not a window."
+      )
     one = jnp.ones([], jnp.float32)
     state = value.init(one)
 
@@ -100,14 +103,18 @@ def evaluate(value: Any, counts: np.ndarray, name: str) -> np.ndarray:
       out = [value(int(c)) for c in counts]
     out = np.asarray(out, np.float64)
     if out.shape != (n,):
-      raise ValueError(f"{name} gives values of shape {out.shape[1:]} per "
-                       "step; it must be a scalar function of the count.")
+      raise ValueError(
+        f"{name} gives values of shape {out.shape[1:]} per "
+        "step; it must be a scalar function of the count."
+      )
     return out
   out = np.asarray(value, np.float64)
   if out.shape != ():
-    raise ValueError(f"{name}={value!r} must be a number, a schedule"
-                     + (" or a window block" if name == "window" else "")
-                     + ".")
+    raise ValueError(
+      f"{name}={value!r} must be a number, a schedule"
+      + (" or a window block" if name == "window" else "")
+      + "."
+    )
   return np.full(n, float(out))
 
 
@@ -122,11 +129,11 @@ def _check_horizon(horizon: Any) -> Optional[int]:
 
 
 def stability_conditions(
-    beta: float,
-    *,
-    window: Any = None,
-    learning_rate: Any = None,
-    horizon: Optional[int] = None,
+  beta: float,
+  *,
+  window: Any = None,
+  learning_rate: Any = None,
+  horizon: Optional[int] = None,
 ) -> StabilityConditions:
   r"""The BIBO and exponential-stability conditions of a configuration.
 
@@ -169,25 +176,42 @@ def stability_conditions(
   horizon = _check_horizon(horizon)
   notes = []
   if not beta_ok:
-    notes.append(_report.NOTES["beta_unstable" if beta >= 1 else
-                               "beta_negative"])
+    notes.append(
+      _report.NOTES["beta_unstable" if beta >= 1 else "beta_negative"]
+    )
   if learning_rate is None:
     notes.append(_report.NOTES["rate_not_given"])
-  scheduled = (callable(window) or callable(learning_rate)
-               or isinstance(window, _base.AutoSGMBlock))
+  scheduled = (
+    callable(window)
+    or callable(learning_rate)
+    or isinstance(window, _base.AutoSGMBlock)
+  )
   if scheduled and horizon is None:
     notes.append(_report.NOTES["no_horizon"])
     return StabilityConditions(
-        beta=beta, horizon=None, beta_ok=beta_ok, learning_rate_ok=None,
-        window_ok=None, bibo=False if not beta_ok else None, anneals=None,
-        exponential=False if not beta_ok else None, rate_sup=None,
-        rate_final=None, window_range=None, warmup_steps=None,
-        schedule_margin=None, notes=tuple(notes))
+      beta=beta,
+      horizon=None,
+      beta_ok=beta_ok,
+      learning_rate_ok=None,
+      window_ok=None,
+      bibo=False if not beta_ok else None,
+      anneals=None,
+      exponential=False if not beta_ok else None,
+      rate_sup=None,
+      rate_final=None,
+      window_range=None,
+      warmup_steps=None,
+      schedule_margin=None,
+      notes=tuple(notes),
+    )
 
   n = 2 if horizon is None else horizon + 1
   counts = np.arange(n)
-  mu = (np.ones(n) if learning_rate is None else
-        evaluate(learning_rate, counts, "learning_rate"))
+  mu = (
+    np.ones(n)
+    if learning_rate is None
+    else evaluate(learning_rate, counts, "learning_rate")
+  )
   f = np.ones(n) if window is None else evaluate(window, counts, "window")
   mu_good = np.isfinite(mu) & (mu >= 0)
   f_good = np.isfinite(f) & (f >= 0) & (f <= 1)
@@ -206,23 +230,33 @@ def stability_conditions(
   if horizon is None:  # constants only
     anneals = bool(rate_final == 0)
   else:
-    anneals = bool(finite and abs(rate_final) <= ANNEAL_TOL * max(rate_sup,
-                                                                  1e-300))
+    anneals = bool(
+      finite and abs(rate_final) <= ANNEAL_TOL * max(rate_sup, 1e-300)
+    )
   notes.append(_report.NOTES["anneals" if anneals else "no_anneal"])
   prev, cur = rate[:-1], rate[1:]
   with np.errstate(divide="ignore", invalid="ignore"):
     ratios = np.where(prev > 0, cur / np.where(prev > 0, prev, 1), np.nan)
   rising = np.isfinite(ratios) & (ratios > 1)
   warmup_steps = int(np.sum(rising)) if horizon is not None else 0
-  schedule_margin = (float(beta * np.max(ratios[rising])) if warmup_steps
-                     else None)
+  schedule_margin = (
+    float(beta * np.max(ratios[rising])) if warmup_steps else None
+  )
   if horizon is not None and rate[0] == 0 and np.any(rate > 0):
     notes.append(_report.NOTES["zero_start"])
   return StabilityConditions(
-      beta=beta, horizon=horizon, beta_ok=beta_ok,
-      learning_rate_ok=learning_rate_ok, window_ok=window_ok, bibo=bool(bibo),
-      anneals=anneals, exponential=bool(bibo and anneals),
-      rate_sup=rate_sup, rate_final=rate_final,
-      window_range=(float(np.min(f)), float(np.max(f))),
-      warmup_steps=warmup_steps, schedule_margin=schedule_margin,
-      notes=tuple(notes))
+    beta=beta,
+    horizon=horizon,
+    beta_ok=beta_ok,
+    learning_rate_ok=learning_rate_ok,
+    window_ok=window_ok,
+    bibo=bool(bibo),
+    anneals=anneals,
+    exponential=bool(bibo and anneals),
+    rate_sup=rate_sup,
+    rate_final=rate_final,
+    window_range=(float(np.min(f)), float(np.max(f))),
+    warmup_steps=warmup_steps,
+    schedule_margin=schedule_margin,
+    notes=tuple(notes),
+  )

@@ -23,13 +23,15 @@ if TYPE_CHECKING:  # pragma: no cover
   import matplotlib.axes
   import matplotlib.figure
 
-Windows = Union[Mapping[str, optax.Schedule],
-                Sequence[tuple[str, optax.Schedule]]]
+Windows = Union[
+  Mapping[str, optax.Schedule], Sequence[tuple[str, optax.Schedule]]
+]
 
 _INSTALL_HINT = (
-    "plot_windows needs matplotlib, an optional dependency: "
-    "`pip install matplotlib` (or the `plot` extra, "
-    '`pip install ".[plot]"` from a checkout).')
+  "plot_windows needs matplotlib, an optional dependency: "
+  "`pip install matplotlib` (or the `plot` extra, "
+  '`pip install ".[plot]"` from a checkout).'
+)
 
 
 def _import_matplotlib(function: str = "plot_windows"):
@@ -37,7 +39,8 @@ def _import_matplotlib(function: str = "plot_windows"):
     import matplotlib  # pylint: disable=import-outside-toplevel
   except ImportError as error:
     raise ImportError(
-        _INSTALL_HINT.replace("plot_windows", function, 1)) from error
+      _INSTALL_HINT.replace("plot_windows", function, 1)
+    ) from error
   return matplotlib
 
 
@@ -50,22 +53,25 @@ def _pairs(windows: Windows) -> list[tuple[str, optax.Schedule]]:
   for item in items:
     if not (isinstance(item, (tuple, list)) and len(item) == 2):
       raise TypeError(
-          f"windows must be a mapping label -> schedule or a sequence of "
-          f"(label, schedule) pairs; got the item {item!r}.")
+        f"windows must be a mapping label -> schedule or a sequence of "
+        f"(label, schedule) pairs; got the item {item!r}."
+      )
     label, schedule = item
     if not callable(schedule):
-      raise TypeError(f"the window {label!r} is {schedule!r}, not a schedule "
-                      "(a callable of the step count).")
+      raise TypeError(
+        f"the window {label!r} is {schedule!r}, not a schedule "
+        "(a callable of the step count)."
+      )
     pairs.append((str(label), schedule))
   return pairs
 
 
 def plot_windows(
-    windows: Windows,
-    horizon: int,
-    *,
-    ax: Optional["matplotlib.axes.Axes"] = None,
-    title: Optional[str] = None,
+  windows: Windows,
+  horizon: int,
+  *,
+  ax: Optional["matplotlib.axes.Axes"] = None,
+  title: Optional[str] = None,
 ) -> "matplotlib.figure.Figure":
   """Draws windows ``F(step)`` for ``step = 0 .. horizon - 1`` on one Axes.
 
@@ -115,6 +121,7 @@ def plot_windows(
   fig: Any
   if ax is None:
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
   else:
     fig = ax.figure
@@ -125,8 +132,9 @@ def plot_windows(
     values = np.asarray(jax.vmap(schedule)(counts), np.float64)
     if values.shape != steps.shape:
       raise ValueError(
-          f"the window {label!r} gives values of shape {values.shape[1:]} "
-          "per step; a window is a scalar function of the step count.")
+        f"the window {label!r} gives values of shape {values.shape[1:]} "
+        "per step; a window is a scalar function of the step count."
+      )
     ax.plot(steps, values, label=label)
 
   ax.set_xlabel("step")
@@ -145,10 +153,10 @@ def plot_windows(
 
 #: (field, statistic for "sup", statistic for "mean", y label, log scale)
 _PANELS = (
-    ("alpha", "sup", "mean", r"$\alpha(t)$", True),
-    ("r", "sup", "mean", r"$r(t) = \alpha(t)/\alpha(t-1)$", False),
-    ("margin", "sup", "mean", r"margin $\beta\,|r(t)|$", False),
-    ("dw", "sup", "rms", r"$\Delta w(t+1)$", True),
+  ("alpha", "sup", "mean", r"$\alpha(t)$", True),
+  ("r", "sup", "mean", r"$r(t) = \alpha(t)/\alpha(t-1)$", False),
+  ("margin", "sup", "mean", r"margin $\beta\,|r(t)|$", False),
+  ("dw", "sup", "rms", r"$\Delta w(t+1)$", True),
 )
 
 
@@ -157,13 +165,16 @@ def short_leaf_name(path: str) -> str:
 
   A bare array (path ``""``) is ``"params"``.
   """
-  parts = [a or b or c for a, b, c in
-           re.findall(r"\['([^']*)'\]|\[(\d+)\]|\.(\w+)", path)]
+  parts = [
+    a or b or c
+    for a, b, c in re.findall(r"\['([^']*)'\]|\[(\d+)\]|\.(\w+)", path)
+  ]
   return "/".join(parts) if parts else (path or "params")
 
 
-def _choose_leaves(names: Sequence[str],
-                   leaves: Optional[Sequence[str]]) -> list[int]:
+def _choose_leaves(
+  names: Sequence[str], leaves: Optional[Sequence[str]]
+) -> list[int]:
   if leaves is None:
     return list(range(len(names)))
   if isinstance(leaves, str):
@@ -176,24 +187,26 @@ def _choose_leaves(names: Sequence[str],
   for leaf in leaves:
     if leaf not in index:
       raise ValueError(
-          f"no leaf {leaf!r} in the history; its leaves are "
-          f"{[short_leaf_name(n) for n in names]} (or as keystr: "
-          f"{list(names)}).")
+        f"no leaf {leaf!r} in the history; its leaves are "
+        f"{[short_leaf_name(n) for n in names]} (or as keystr: "
+        f"{list(names)})."
+      )
     chosen.append(index[leaf])
   if not chosen:
-    raise ValueError("leaves is empty: give at least one leaf, or None for "
-                     "all.")
+    raise ValueError(
+      "leaves is empty: give at least one leaf, or None for all."
+    )
   return chosen
 
 
 def plot_dynamics(
-    history: Sequence[Any],
-    *,
-    leaves: Optional[Sequence[str]] = None,
-    axes: Optional[Sequence["matplotlib.axes.Axes"]] = None,
-    statistic: str = "sup",
-    first_step: Optional[int] = None,
-    title: Optional[str] = None,
+  history: Sequence[Any],
+  *,
+  leaves: Optional[Sequence[str]] = None,
+  axes: Optional[Sequence["matplotlib.axes.Axes"]] = None,
+  statistic: str = "sup",
+  first_step: Optional[int] = None,
+  title: Optional[str] = None,
 ) -> "matplotlib.figure.Figure":
   r"""Draws the learning dynamics of a training run, one line per leaf.
 
@@ -253,21 +266,25 @@ def plot_dynamics(
   _import_matplotlib("plot_dynamics")
   history = list(history)
   if not history:
-    raise ValueError("history is empty: record learning_dynamics(state)[path] "
-                     "after each update.")
+    raise ValueError(
+      "history is empty: record learning_dynamics(state)[path] "
+      "after each update."
+    )
   history, steps = recorded_steps(history, first_step)
   if statistic not in ("sup", "mean"):
     raise ValueError(f"statistic={statistic!r} must be 'sup' or 'mean'.")
   fig: Any
   if axes is None:
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
     fig, grid = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
     axes = list(np.ravel(grid))
   else:
     axes = list(np.ravel(np.asarray(axes, dtype=object)))
     if len(axes) != 4:
-      raise ValueError(f"axes must be 4 Axes (alpha, r, margin, dw); got "
-                       f"{len(axes)}.")
+      raise ValueError(
+        f"axes must be 4 Axes (alpha, r, margin, dw); got {len(axes)}."
+      )
     fig = axes[0].figure
 
   chosen = None

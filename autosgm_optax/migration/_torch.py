@@ -25,22 +25,32 @@ EPS_CFG = (1e-10,)
 
 #: The names of each tuple's fields, in the original's order.
 FIELDS = {
-    "lr_cfg": ("aoptlr", "lr_init", "num_lrc"),
-    "beta_cfg": ("beta_n", "beta_a", "beta", "gamma", "eta_i", "debias"),
-    "rc_cfg": ("rcm", "inseq", "x", "n", "m", "tau", "spe", "cfact", "e"),
-    "wd_cfg": ("rho", "lvl"),
-    "eps_cfg": ("eps", "repeat_eps"),
+  "lr_cfg": ("aoptlr", "lr_init", "num_lrc"),
+  "beta_cfg": ("beta_n", "beta_a", "beta", "gamma", "eta_i", "debias"),
+  "rc_cfg": ("rcm", "inseq", "x", "n", "m", "tau", "spe", "cfact", "e"),
+  "wd_cfg": ("rho", "lvl"),
+  "eps_cfg": ("eps", "repeat_eps"),
 }
 
 #: num_lrc -> numerator, as the original code reads it (its README's labels
 #: differ; 4, a Chebyshev clip, is never executed there: unity).
-NUMERATORS = {0: "unity", 1: "correlation", 2: "robust_correlation",
-              3: "moment", 4: "unity"}
+NUMERATORS = {
+  0: "unity",
+  1: "correlation",
+  2: "robust_correlation",
+  3: "moment",
+  4: "unity",
+}
 
 #: rcm -> (window shape, the keyword that receives n).
-SHAPES = {1: ("raised_cosine", "order"), 2: ("polynomial", "order"),
-          3: ("beta_exponential", "base"), 4: ("simple_polynomial", "order"),
-          5: ("sigmoid", "rate"), 6: ("late_sigmoid", "rate")}
+SHAPES = {
+  1: ("raised_cosine", "order"),
+  2: ("polynomial", "order"),
+  3: ("beta_exponential", "base"),
+  4: ("simple_polynomial", "order"),
+  5: ("sigmoid", "rate"),
+  6: ("late_sigmoid", "rate"),
+}
 
 #: wd_lvl -> autosgm's decay.
 DECAYS = {0: "coupled", 1: "decoupled"}
@@ -52,13 +62,13 @@ DECAYS = {0: "coupled", 1: "decoupled"}
 
 def _unpack(name: str, cfg: Any, lengths: tuple[int, ...]) -> tuple:
   fields = FIELDS[name]
-  expected = " or ".join(
-      f"{n} ({', '.join(fields[:n])})" for n in lengths)
+  expected = " or ".join(f"{n} ({', '.join(fields[:n])})" for n in lengths)
   if isinstance(cfg, (str, bytes)) or not isinstance(cfg, Sequence):
     raise TypeError(f"{name}={cfg!r} must be a tuple of {expected}.")
   if len(cfg) not in lengths:
     raise ValueError(
-        f"{name}={tuple(cfg)!r} has {len(cfg)} entries; expected {expected}.")
+      f"{name}={tuple(cfg)!r} has {len(cfg)} entries; expected {expected}."
+    )
   return tuple(cfg)
 
 
@@ -72,33 +82,46 @@ def _bool(name: str, i: int, value: Any) -> bool:
   return bool(value)
 
 
-def _int(name: str, i: int, value: Any, codes: Optional[dict] = None,
-         low: Optional[int] = None) -> int:
+def _int(
+  name: str,
+  i: int,
+  value: Any,
+  codes: Optional[dict] = None,
+  low: Optional[int] = None,
+) -> int:
   if isinstance(value, (bool, np.bool_)) or not isinstance(
-      value, numbers.Integral):
+    value, numbers.Integral
+  ):
     raise TypeError(f"{_label(name, i, value)} must be an int.")
   value = int(value)
   if codes is not None and value not in codes:
     known = ", ".join(f"{k} ({v})" for k, v in codes.items())
-    raise ValueError(f"{_label(name, i, value)} is not a valid code; the "
-                     f"codes are {known}.")
+    raise ValueError(
+      f"{_label(name, i, value)} is not a valid code; the codes are {known}."
+    )
   if low is not None and value < low:
     raise ValueError(f"{_label(name, i, value)} must be >= {low}.")
   return value
 
 
-def _real(name: str, i: int, value: Any, low: Optional[float] = None,
-          high: Optional[float] = None, *, low_open: bool = False,
-          high_open: bool = True) -> float:
-  if isinstance(value, (bool, np.bool_)) or not isinstance(
-      value, numbers.Real):
+def _real(
+  name: str,
+  i: int,
+  value: Any,
+  low: Optional[float] = None,
+  high: Optional[float] = None,
+  *,
+  low_open: bool = False,
+  high_open: bool = True,
+) -> float:
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
     raise TypeError(f"{_label(name, i, value)} must be a number.")
   v = float(value)
-  interval = _base.outside(v, low, high, low_open=low_open,
-                           high_open=high_open)
+  interval = _base.outside(v, low, high, low_open=low_open, high_open=high_open)
   if interval:
-    raise ValueError(f"{_label(name, i, value)} is outside the valid range "
-                     f"{interval}.")
+    raise ValueError(
+      f"{_label(name, i, value)} is outside the valid range {interval}."
+    )
   return v
 
 
@@ -126,7 +149,10 @@ class TorchWindow:
     if not isinstance(other, TorchWindow):
       return NotImplemented
     return (self.length, self.shape, self.options) == (
-        other.length, other.shape, other.options)
+      other.length,
+      other.shape,
+      other.options,
+    )
 
   __hash__ = None  # type: ignore[assignment]  # mutable; equal by value
 
@@ -152,21 +178,32 @@ def _window(rc_cfg: Any) -> Optional[TorchWindow]:
     return None
   if flat_top == 1:
     raise ValueError(
-        f"{_label(name, 8, e)} holds the window at 1 for the whole frame: "
-        "use rc_cfg[0] (rcm)=0, no window, for that.")
+      f"{_label(name, 8, e)} holds the window at 1 for the whole frame: "
+      "use rc_cfg[0] (rcm)=0, no window, for that."
+    )
   shape, param = SHAPES[rcm]
   if n <= 0 or (param == "base" and n == 1):
     rule = "> 0 and not 1" if param == "base" else "> 0"
-    raise ValueError(f"{_label(name, 3, rc_cfg[3])} must be {rule}: it is "
-                     f"the {param} of rcm={rcm} ({shape}).")
+    raise ValueError(
+      f"{_label(name, 3, rc_cfg[3])} must be {rule}: it is "
+      f"the {param} of rcm={rcm} ({shape})."
+    )
   if kronecker and (full or flat_top > 0):
     raise ValueError(
-        f"{_label(name, 1, inseq)} (Kronecker ordering) needs a half window "
-        f"without a flat top, got {_label(name, 4, m)} and "
-        f"{_label(name, 8, e)}: the sorted sequence is ill-defined otherwise.")
-  options = {param: rc_cfg[3], "floor": floor, "full": full,
-             "flat_top": flat_top, "stairs": 1, "restarts": True,
-             "steps_per_epoch": None, "kronecker": kronecker}
+      f"{_label(name, 1, inseq)} (Kronecker ordering) needs a half window "
+      f"without a flat top, got {_label(name, 4, m)} and "
+      f"{_label(name, 8, e)}: the sorted sequence is ill-defined otherwise."
+    )
+  options = {
+    param: rc_cfg[3],
+    "floor": floor,
+    "full": full,
+    "flat_top": flat_top,
+    "stairs": 1,
+    "restarts": True,
+    "steps_per_epoch": None,
+    "kronecker": kronecker,
+  }
   if cfact == 0:  # tau epochs of spe iterations, F constant within an epoch
     length = tau
     options["steps_per_epoch"] = spe
@@ -183,13 +220,13 @@ def _window(rc_cfg: Any) -> Optional[TorchWindow]:
 
 
 def torch_config_kwargs(
-    lr_cfg: Sequence[Any] = LR_CFG,
-    beta_cfg: Sequence[Any] = BETA_CFG,
-    rc_cfg: Sequence[Any] = RC_CFG,
-    wd_cfg: Sequence[Any] = WD_CFG,
-    eps_cfg: Sequence[Any] = EPS_CFG,
-    *,
-    show: bool = False,
+  lr_cfg: Sequence[Any] = LR_CFG,
+  beta_cfg: Sequence[Any] = BETA_CFG,
+  rc_cfg: Sequence[Any] = RC_CFG,
+  wd_cfg: Sequence[Any] = WD_CFG,
+  eps_cfg: Sequence[Any] = EPS_CFG,
+  *,
+  show: bool = False,
 ) -> dict[str, Any]:
   r"""The keyword arguments of :func:`autosgm` for an original configuration.
 
@@ -265,10 +302,14 @@ def torch_config_kwargs(
   gamma = _real(name, 3, gamma)
   if gamma >= beta and not beta == gamma == 0:
     raise ValueError(
-        f"{_label(name, 3, beta_cfg[3])} must be below "
-        f"{_label(name, 2, beta_cfg[2])}"
-        + (": the zero cancels the pole; for a pure gain set both to 0."
-           if gamma == beta else "."))
+      f"{_label(name, 3, beta_cfg[3])} must be below "
+      f"{_label(name, 2, beta_cfg[2])}"
+      + (
+        ": the zero cancels the pole; for a pure gain set both to 0."
+        if gamma == beta
+        else "."
+      )
+    )
   eta_i = _real(name, 4, eta_i, 0.0, None)
   debias = _bool(name, 5, debias)
   eta = eta_i / (1 - gamma) if eta_i > 0 else None
@@ -285,36 +326,39 @@ def torch_config_kwargs(
     _bool(name, 1, eps_values[1])  # repeat_eps: read, and ignored
 
   kwargs = dict(
-      learning_rate=learning_rate,
-      beta=beta,
-      gamma=gamma,
-      eta=eta,
-      debias=debias,
-      denominator=aoptlr,
-      moment_beta=beta_a,
-      eps=eps,
-      numerator=numerator,
-      numerator_beta=beta_n,
-      window=_window(rc_cfg),
-      weight_decay=rho,
-      decay=decay,
+    learning_rate=learning_rate,
+    beta=beta,
+    gamma=gamma,
+    eta=eta,
+    debias=debias,
+    denominator=aoptlr,
+    moment_beta=beta_a,
+    eps=eps,
+    numerator=numerator,
+    numerator_beta=beta_n,
+    window=_window(rc_cfg),
+    weight_decay=rho,
+    decay=decay,
   )
   if decay == "decoupled":  # the original's factor: the default gain
     kwargs["decay_factor"] = (1 - beta) / (1 - gamma)
   if show:
-    print("autosgm(\n" + "".join(
-        f"    {k}={v!r},\n" for k, v in kwargs.items()) + ")")
+    print(
+      "autosgm(\n"
+      + "".join(f"    {k}={v!r},\n" for k, v in kwargs.items())
+      + ")"
+    )
   return kwargs
 
 
 def from_torch_config(
-    lr_cfg: Sequence[Any] = LR_CFG,
-    beta_cfg: Sequence[Any] = BETA_CFG,
-    rc_cfg: Sequence[Any] = RC_CFG,
-    wd_cfg: Sequence[Any] = WD_CFG,
-    eps_cfg: Sequence[Any] = EPS_CFG,
-    *,
-    show: bool = False,
+  lr_cfg: Sequence[Any] = LR_CFG,
+  beta_cfg: Sequence[Any] = BETA_CFG,
+  rc_cfg: Sequence[Any] = RC_CFG,
+  wd_cfg: Sequence[Any] = WD_CFG,
+  eps_cfg: Sequence[Any] = EPS_CFG,
+  *,
+  show: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The :func:`autosgm` equivalent of an original PyTorch AutoSGM.
 
@@ -381,5 +425,6 @@ def from_torch_config(
     >>> updates, state = tx.update(grads, state, params)
     >>> params = optax.apply_updates(params, updates)
   """
-  return autosgm(**torch_config_kwargs(lr_cfg, beta_cfg, rc_cfg, wd_cfg,
-                                       eps_cfg, show=show))
+  return autosgm(
+    **torch_config_kwargs(lr_cfg, beta_cfg, rc_cfg, wd_cfg, eps_cfg, show=show)
+  )
