@@ -478,9 +478,6 @@ def ablation_configs() -> list[tuple[str, Callable[[], Any], tuple]]:
        lambda: asgm.autosgm(LR, gamma=0.5528), ("in_place_filter",)),
       ('full, diagnostics="summary"', lambda: full(diagnostics="summary"),
        ("ordered_record",)),
-      ('full, diagnostics="summary", diagnostics_every=100',
-       lambda: full(diagnostics="summary", diagnostics_every=100),
-       ("ordered_record",)),
   ]
 
 

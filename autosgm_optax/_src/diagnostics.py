@@ -338,14 +338,14 @@ def unpack(values: dict) -> dict:
 
 
 class Part(NamedTuple):
-  """Some leaves of the tree, for :func:`record`: ``rerun(one)`` applies the
-  blocks to their inputs (each taken after ``one``, an exact 1, or not at
-  all for None), ``previous()`` gives the factors of their last ``alpha``,
+  """Some leaves of the tree, for :func:`record`: ``rerun()`` applies the
+  blocks to their inputs, ``previous()`` gives the factors of their last
+  ``alpha``,
   ``values``, ``input_prev`` and ``r_undefined`` are their parts of the
   diagnostics state (a list of the packed summaries; the history, a tree,
   or None; a list of the per-leaf int32 counts)."""
 
-  rerun: Callable[[Any], _base.Signal]
+  rerun: Callable[[], _base.Signal]
   previous: Callable[[], Parts]
   values: list
   input_prev: Any
@@ -376,8 +376,9 @@ def record(
   branch the same temporary memory.
 
   Order is in the data, through exact 1s that are outputs of the
-  conditionals: the second conditional reads the part's inputs after the
-  first's 1 (it overwrites the history the first reads), and the backend
+  conditionals: the second conditional takes the first's 1 as an operand,
+  so it runs after the first (it overwrites the history the first reads),
+  and the backend
   takes the part's inputs through the second's, so that every kernel that
   reads a donated buffer runs after both, and XLA need not copy the
   buffer.
@@ -392,7 +393,7 @@ def record(
   for part in parts:
 
     def take(_, part=part):
-      again = part.rerun(None)
+      again = part.rerun()
       leaves, part_def = jax.tree.flatten(again.grad)
       alpha_prevs = previous_alpha(part.previous(), again.grad, state.count)
       h_prevs = _flat(part_def, len(leaves), part.input_prev)
@@ -439,7 +440,7 @@ def record(
     if part.input_prev is not None:
 
       def stash(_, part=part, one=one):
-        again = part.rerun(one)
+        again = part.rerun()
         leaves, part_def = jax.tree.flatten(again.grad)
         h_prevs = _flat(part_def, len(leaves), part.input_prev)
         _, _, _, part_hs, _ = _quantities(
@@ -511,11 +512,8 @@ def recorder(
 
   def run(parts: list, realisation: _base.Realisation) -> tuple[Any, list]:
     def part(updates, core, params):
-      def rerun(one):
-        args = (updates, core, params)
-        if one is not None:
-          args = realisation.after(args, one)
-        return blocks(*args, realisation)[0]
+      def rerun():
+        return blocks(updates, core, params, realisation)[0]
 
       return Part(
         rerun,
