@@ -77,13 +77,7 @@ def run(total: int, base, new, args) -> None:
       entries[(name, label)] = st.Entry(f"{name} ({label})", factory(),
                                         params0, grads)
   order = list(entries.values())
-  for _ in range(args.warmup):
-    for e in order:
-      e.step()
-  rng = np.random.default_rng(args.seed)
-  for _ in range(args.steps):
-    for i in rng.permutation(len(order)):
-      order[i].times.append(order[i].step())
+  st.time_interleaved(order, args)
   print(f"\n## {sum(int(np.prod(s)) for s in shapes):,} parameters, "
         f"{len(shapes)} leaves, {args.steps} interleaved steps\n")
   print("| configuration | base (ms) | new (ms) | new / base | per-round "

@@ -244,6 +244,18 @@ class Entry:
     return 1e3 * statistics.median(self.times)
 
 
+def time_interleaved(order: list[Entry], args) -> None:
+  """``args.warmup`` untimed steps of each entry, then ``args.steps`` timed
+  rounds, each running every entry once in a fresh random order."""
+  for _ in range(args.warmup):
+    for e in order:
+      e.step()
+  rng = np.random.default_rng(args.seed)
+  for _ in range(args.steps):
+    for i in rng.permutation(len(order)):
+      order[i].times.append(order[i].step())
+
+
 def cadence_steps(entry: Entry, warmup: int) -> dict[str, list[float]]:
   """The timed steps of a ``diagnostics_every=EVERY`` entry by kind: the
   recorded updates (number a multiple of EVERY), the updates before them
@@ -364,15 +376,8 @@ def run_size(total: int, args) -> None:
   compile_s = time.perf_counter() - t0
   del params0
 
-  order = list(entries.values())
   load_before = _load()
-  for _ in range(args.warmup):
-    for e in order:
-      e.step()
-  rng = np.random.default_rng(args.seed)
-  for _ in range(args.steps):
-    for i in rng.permutation(len(order)):
-      order[i].times.append(order[i].step())
+  time_interleaved(list(entries.values()), args)
   bench_s = time.perf_counter() - t0 - compile_s
   print(f"(compile {compile_s:.1f} s; {args.warmup} warm-up + "
         f"{args.steps} timed interleaved steps per optimizer, "
@@ -497,14 +502,7 @@ def run_ablation(total: int, args) -> None:
         entries[(name, off)] = Entry(f"{name} -{off}", factory(), params0,
                                      grads)
   compile_s = time.perf_counter() - t0
-  order = list(entries.values())
-  for _ in range(args.warmup):
-    for e in order:
-      e.step()
-  rng = np.random.default_rng(args.seed)
-  for _ in range(args.steps):
-    for i in rng.permutation(len(order)):
-      order[i].times.append(order[i].step())
+  time_interleaved(list(entries.values()), args)
   print(f"(compile {compile_s:.1f} s; {args.steps} timed interleaved steps "
         f"each; load average {_load()})\n")
   print("| configuration | trick off | with (ms) | without (ms) | time ratio "
