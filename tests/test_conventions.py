@@ -228,7 +228,8 @@ def test_inject_hyperparams_gives_the_plain_state(name, x64, request):
   # to float32 moves 1 - 0.999 by 1.3e-5 of itself). What remains is the
   # rounding of expressions formed from them (e.g. eta / (1 - beta) in
   # Python's float64 against the dtype) and of algebraically equal forms (a
-  # filter zero is realised in a recombined form for plain poles): a few
+  # filter zero is realised from its new state for plain poles on one CPU
+  # device, autosgm_optax/_src/backend.py): a few
   # ulps per operation, compounded over a handful of operations and 4
   # steps; 64 ulps bound that with room, while a difference of meaning (a
   # missing debias, a stale mu) is of order 1.
