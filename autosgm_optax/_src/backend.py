@@ -97,7 +97,9 @@ def on_one_cpu(leaves: list[Any]) -> bool:
   for x in leaves:
     if isinstance(x, jax.core.Tracer):
       traced = True
-      mesh = getattr(jax.typeof(x).sharding, "mesh", None)
+      # (the abstract value's sharding: absent in older jax versions)
+      sharding = getattr(getattr(x, "aval", None), "sharding", None)
+      mesh = getattr(sharding, "mesh", None)
       if mesh is not None and getattr(mesh, "size", 1) > 1:
         return False
     elif isinstance(x, jax.Array):
