@@ -10,6 +10,7 @@ from autosgm_optax._src.base import AutoSGMBlock
 from autosgm_optax._src.base import BlockFacts
 from autosgm_optax._src.base import BlockUpdate
 from autosgm_optax._src.base import FilterFacts
+from autosgm_optax._src.base import Realisation
 from autosgm_optax._src.base import Signal
 from autosgm_optax._src.combinator import ScaleByAutoSGMState
 from autosgm_optax._src.combinator import scale_by_autosgm
@@ -56,6 +57,7 @@ __all__ = (
   "BlockFacts",
   "BlockUpdate",
   "FilterFacts",
+  "Realisation",
   "Signal",
   "CorrelationNumeratorState",
   "DiagnosticsState",

@@ -55,7 +55,10 @@ def load_base(rev: str, folder: pathlib.Path):
   data = subprocess.run(["git", "archive", rev, "autosgm_optax"], cwd=ROOT,
                         check=True, capture_output=True).stdout
   with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-    tar.extractall(folder, filter="data")
+    try:
+      tar.extractall(folder, filter="data")
+    except TypeError:  # Python releases before the extraction filters
+      tar.extractall(folder)  # noqa: S202 (our own git archive)
   src = folder / "autosgm_optax"
   dst = folder / "autosgm_optax_base"
   src.rename(dst)

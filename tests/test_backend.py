@@ -75,6 +75,24 @@ def test_the_in_place_filter_output_is_the_plain_one():
   assert backend._in_place_filter(m_new, g, jnp.float32(0.9), 0.5, 1.0) is None
 
 
+@pytest.mark.parametrize("trick, name", [
+    ("in_place_filter", "full"), ("leaf_by_leaf", "full"),
+    ("ordered_record", "diagnostics")])
+def test_without_turns_the_trick_off(trick, name):
+  """Each trick changes the compiled program on the configuration it
+  targets (so the tests of rounding below compare two programs)."""
+  tx = asgm.autosgm(1e-2, **CONFIGS[name])
+  state = tx.init(PARAMS)
+
+  def text():  # a fresh function: jit caches traces by function
+    step = lambda g, s, p: tx.update(g, s, p)
+    return jax.jit(step).lower(PARAMS, state, PARAMS).as_text()
+
+  with_trick = text()
+  with backend.without(trick):
+    assert text() != with_trick
+
+
 @pytest.mark.parametrize("trick", backend.TRICKS)
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_each_trick_changes_rounding_only(name, trick):

@@ -25,6 +25,11 @@ CONFIGS = {
                                           "w2": True}),
     "moment_no_average": dict(numerator="moment", numerator_average=False,
                               numerator_smoothing=None, denominator=False),
+    # the first leaf of a leaf-by-leaf step with coupled decay: ordered
+    # alike with and without a record (backend.run)
+    "coupled_moment_no_average": dict(
+        gamma=0.3, weight_decay=0.02, decay="coupled", numerator="moment",
+        numerator_average=False, numerator_smoothing=None),
 }
 LEVELS = [("summary", 1), ("summary", 3), ("element", 1)]
 

@@ -12,8 +12,10 @@ Why tricks at all: without multi-output fusion, XLA on CPU writes every
 state buffer of a leaf in its own kernel and reads the leaf's gradient,
 parameters and new state again in the following kernels. Which kernels run
 when, and which donated buffers it must copy, follow from data dependencies
-only (it removes ``lax.optimization_barrier`` before scheduling), so the
-tricks are arithmetic that leaves every bit unchanged.
+only (it removes ``lax.optimization_barrier`` before scheduling). The
+ordering tricks keep every bit (selects through an exact 1); the in-place
+filter output is an algebraically equal form, equal up to float32
+rounding.
 
 Each trick is kept because it earns at least 5% on the configuration it
 targets, measured side by side by ``python benchmarks/step_time.py
@@ -26,18 +28,20 @@ consumer: 1.7-3.2% on a 2-core AMD EPYC, 2026-12-05).
   ``v = (1 - gamma/beta) m(t) + (gamma eta / beta) g(t)`` instead of
   ``m(t) - gamma m(t-1)``. Then only the update of ``m`` reads ``m(t-1)``
   and XLA overwrites the donated buffer in place instead of copying it
-  (2.0-2.3x at 10M parameters, 1.12-1.18x at 1M, with a zero). Used for a
+  (1.7-2.2x at 10M parameters, 1.11-1.21x at 1M, with a zero). Used for a
   plain pole ``beta >= 0.5`` only: dividing by ``beta`` loses accuracy
   towards 0, and a traced pole's size is unknown.
 - ``leaf_by_leaf``: with a numerator, the update runs leaf after leaf, each
   leaf's inputs taken through an exact 1 computed from the
   previous leaf's new state, so that XLA runs a leaf's kernels back to
   back and their re-reads hit the cache instead of interleaving the leaves
-  (1.28-1.34x at 10M parameters; 1.00-1.05x at 1M).
+  (1.7-1.9x at 10M parameters; 1.02-1.06x at 1M).
 - ``ordered_record``: the diagnostics' kernels read the old history and
   the parameters; the kernels that overwrite those donated buffers take
   their inputs through an exact 1 computed from the readers, so that they
-  wait for them and XLA copies no buffer.
+  wait for them and XLA copies no buffer (1.15x at 1M, 1.25x at 10M,
+  recorded on every update). Off (or on another device), the record's 1s
+  are dropped.
 
 An exact 1 orders a value by a select (:func:`times`), never a product:
 the order must not change the step's arithmetic, or turning the
@@ -301,6 +305,8 @@ def run(
   recorded, ones = None, [None] * len(parts)
   if record is not None:
     recorded, ones = record(parts, realise)
+    if realise.after is _base.PLAIN.after:  # no ordered record here
+      ones = [None] * len(parts)
   outs, states, previous = [], [], None
   for (g, s, p), recorded_one in zip(parts, ones):
     # One exact 1 orders the part's inputs: after the record (which reads
@@ -309,6 +315,9 @@ def run(
     # are ordered with and without a record, so that XLA fuses the step
     # the same way (and rounds it the same) either way.
     one = _both(previous, recorded_one)
+    if sequenced and one is None:  # the first leaf, without a record: a 1
+      # of its own, so that its program is the one it is with a record
+      one = exact_one(g)
     if one is not None:
       g, p = times(g, one), times(p, one)
       s = jax.tree.map(

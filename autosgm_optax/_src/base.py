@@ -153,6 +153,14 @@ class BlockFacts:
   explicit_dtype: Optional[jnp.dtype] = None
   identity: bool = False
 
+  def __post_init__(self):
+    for name in ("zero_is_zero", "identity"):
+      value = getattr(self, name)
+      if not isinstance(value, bool):
+        raise TypeError(f"{name}={value!r} must be a bool.")
+    if self.explicit_dtype is not None:
+      object.__setattr__(self, "explicit_dtype", jnp.dtype(self.explicit_dtype))
+
 
 def _facts(facts: Any, info: Optional[dict]) -> BlockFacts:
   if info is not None:  # the mapping form of earlier versions
@@ -166,8 +174,13 @@ def _facts(facts: Any, info: Optional[dict]) -> BlockFacts:
     facts = dataclasses.replace(facts or BlockFacts(), **info)
   if facts is None:
     return BlockFacts()
+  if isinstance(facts, dict):  # the 4th positional argument was info
+    return _facts(None, facts)
   if not isinstance(facts, BlockFacts):
-    raise TypeError(f"facts={facts!r} must be a BlockFacts.")
+    raise TypeError(
+      f"facts={facts!r} must be a BlockFacts (or a dict of its fields, "
+      "as info= takes)."
+    )
   return facts
 
 
@@ -214,7 +227,8 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
   the denominator's ``d``, the numerator's ``a``, the window's ``F``;
   undefined before the first update), which the summary-level diagnostics
   read instead of keeping ``alpha(t-1)``. The block reads them as
-  attributes (``block.kind``, ...).
+  attributes (``block.kind``, ...); ``_make`` (the tuple's raw constructor)
+  is not a way to build one.
 
   Used alone the block runs ``apply`` on a signal made from its input.
   Blocks survive ``copy.copy``, ``copy.deepcopy``, pickling (where their
@@ -222,8 +236,6 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
   ``kind``, ``facts`` and ``last``; ``update`` follows ``apply``).
   ``info=`` (a mapping of the facts' fields) is accepted for ``facts=``.
   """
-
-  __slots__ = ()
 
   def __new__(
     cls,

@@ -123,6 +123,9 @@ def lowpass_filter(
     >>> v
     Array([ 1., -2.], dtype=float32)
   """
+  for name, flag in (("debias", debias), ("nesterov", nesterov)):
+    if not isinstance(flag, bool):
+      raise TypeError(f"{name}={flag!r} must be a bool.")
   if nesterov:
     if not _is_zero(gamma) or eta is not None:
       raise ValueError(

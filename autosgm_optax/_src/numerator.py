@@ -131,6 +131,11 @@ def correlation_numerator(
         f"smoothing={smoothing!r} needs average=True (it smooths the "
         "per-leaf average); pass smoothing=None with average=False."
       )
+  if mask is not None and estimator == "unity":
+    raise ValueError(
+      f"mask={mask!r} is given but estimator='unity' estimates nothing: "
+      "every leaf already has a = 1; drop the mask."
+    )
   if mask is not None and not callable(mask) and not jax.tree.leaves(mask):
     raise ValueError(
       f"mask={mask!r} holds no bools: give a tree of bools "
