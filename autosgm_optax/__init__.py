@@ -10,6 +10,7 @@ from autosgm_optax._src.base import AutoSGMBlock
 from autosgm_optax._src.base import BlockFacts
 from autosgm_optax._src.base import BlockUpdate
 from autosgm_optax._src.base import FilterFacts
+from autosgm_optax._src.base import FilterSpec
 from autosgm_optax._src.base import Realisation
 from autosgm_optax._src.base import Signal
 from autosgm_optax._src.combinator import ScaleByAutoSGMState
@@ -57,6 +58,7 @@ __all__ = (
   "BlockFacts",
   "BlockUpdate",
   "FilterFacts",
+  "FilterSpec",
   "Realisation",
   "Signal",
   "CorrelationNumeratorState",

@@ -50,6 +50,21 @@ class FilterFacts(NamedTuple):
   s: Any = None
 
 
+class FilterSpec(NamedTuple):
+  """A filter's configuration as it was given: pole ``beta``, zero
+  ``gamma``, gain ``eta`` (numbers, or arrays under
+  ``optax.inject_hyperparams``), whether it divides by the exact debias
+  ``s(t)``, and whether it is realised in Optax's Nesterov form
+  (``v = g + beta m``, ``m = beta m + g``). :mod:`autosgm_optax.design`
+  studies it."""
+
+  beta: Any
+  gamma: Any
+  eta: Any
+  debias: bool = False
+  nesterov: bool = False
+
+
 class Realisation(NamedTuple):
   """How a device realises the blocks' formulas (``backend.py`` makes the
   CPU one; every field's default is the plain formula).
@@ -147,17 +162,21 @@ class BlockFacts:
       else the gradients' dtype.
     identity: the block passes the signal through unchanged (a decay with a
       plain rate of 0), so the diagnostics keep no history for it.
+    filter: a filter's :class:`FilterSpec` (None for other blocks).
   """
 
   zero_is_zero: bool = False
   explicit_dtype: Optional[jnp.dtype] = None
   identity: bool = False
+  filter: Optional[FilterSpec] = None
 
   def __post_init__(self):
     for name in ("zero_is_zero", "identity"):
       value = getattr(self, name)
       if not isinstance(value, bool):
         raise TypeError(f"{name}={value!r} must be a bool.")
+    if self.filter is not None and not isinstance(self.filter, FilterSpec):
+      raise TypeError(f"filter={self.filter!r} must be a FilterSpec.")
     if self.explicit_dtype is not None:
       object.__setattr__(self, "explicit_dtype", jnp.dtype(self.explicit_dtype))
 

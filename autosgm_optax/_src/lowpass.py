@@ -203,7 +203,9 @@ def lowpass_filter(
     apply_fn,
     kind="filter",
     facts=_base.BlockFacts(
-      zero_is_zero=_is_zero(zero), explicit_dtype=_base.explicit_dtype(dtype)
+      zero_is_zero=_is_zero(zero),
+      explicit_dtype=_base.explicit_dtype(dtype),
+      filter=_base.FilterSpec(beta, zero, gain, debias, nesterov),
     ),
     last=last_fn,
   )

@@ -3,6 +3,7 @@ blocks, bit for bit its Optax twin."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 from typing import Callable
 from typing import Optional
@@ -68,19 +69,20 @@ def sgd(
     >>> updates
     Array([-0.2], dtype=float32)
   """
-  filt = None
-  if momentum is not None:
-    dtype = _like_params(accumulator_dtype)
-    with _base.unchecked():
-      if nesterov:
-        filt = lowpass_filter(
-          momentum, debias=False, nesterov=True, dtype=dtype
-        )
-      else:
-        filt = lowpass_filter(momentum, 0.0, 1.0, debias=False, dtype=dtype)
   return optax.chain(
-    scale_by_autosgm(filter=filt), scale_by_learning_rate(learning_rate)
+    scale_by_autosgm(filter=_sgd_filter(momentum, nesterov, accumulator_dtype)),
+    scale_by_learning_rate(learning_rate),
   )
+
+
+def _sgd_filter(momentum, nesterov, accumulator_dtype):
+  if momentum is None:
+    return None
+  dtype = _like_params(accumulator_dtype)
+  with _base.unchecked():
+    if nesterov:
+      return lowpass_filter(momentum, debias=False, nesterov=True, dtype=dtype)
+    return lowpass_filter(momentum, 0.0, 1.0, debias=False, dtype=dtype)
 
 
 def phb(
@@ -134,12 +136,17 @@ def nag(
   return sgd(learning_rate, momentum, True, accumulator_dtype)
 
 
+def _adam_filter(b1, mu_dtype):
+  with _base.unchecked():
+    return lowpass_filter(
+      b1, 0.0, None, debias=True, dtype=_like_params(mu_dtype)
+    )
+
+
 def _adam_core(b1, b2, eps, eps_root, mu_dtype, decay=None):
   with _base.unchecked():
     return scale_by_autosgm(
-      filter=lowpass_filter(
-        b1, 0.0, None, debias=True, dtype=_like_params(mu_dtype)
-      ),
+      filter=_adam_filter(b1, mu_dtype),
       denominator=moment_denominator(
         b2, eps, eps_root, dtype=_base.LIKE_PARAMS
       ),
@@ -241,3 +248,39 @@ def adamw(
     _adam_core(b1, b2, eps, eps_root, mu_dtype, decay),
     scale_by_learning_rate(learning_rate),
   )
+
+
+_FILTERS: dict[str, Callable[[dict], Optional[_base.AutoSGMBlock]]] = {
+  "sgd": lambda a: _sgd_filter(
+    a["momentum"], a["nesterov"], a["accumulator_dtype"]
+  ),
+  "phb": lambda a: _sgd_filter(a["momentum"], False, a["accumulator_dtype"]),
+  "nag": lambda a: _sgd_filter(a["momentum"], True, a["accumulator_dtype"]),
+  "adam": lambda a: _adam_filter(a["b1"], a["mu_dtype"]),
+  "adamw": lambda a: _adam_filter(a["b1"], a["mu_dtype"]),
+}
+
+
+def filter_block(
+  preset: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Optional[_base.AutoSGMBlock]:
+  """The filter block that ``preset(*args, **kwargs)`` runs (None where the
+  preset has no filter); its ``facts.filter`` is the filter's
+  :class:`autosgm_optax.FilterSpec`.
+
+  Example:
+    >>> from autosgm_optax import presets
+    >>> from autosgm_optax._src.presets import filter_block
+    >>> spec = filter_block(presets.nag, 0.1, momentum=0.5).facts.filter
+    >>> spec.beta, spec.gamma, spec.eta, spec.nesterov
+    (0.5, 0.3333333333333333, 1.5, True)
+  """
+  name = getattr(preset, "__name__", None)
+  if name not in _FILTERS or globals().get(name) is not preset:
+    raise ValueError(
+      f"preset={preset!r} is not one of autosgm_optax.presets' "
+      f"functions ({', '.join(sorted(_FILTERS))})."
+    )
+  bound = inspect.signature(preset).bind(*args, **kwargs)
+  bound.apply_defaults()
+  return _FILTERS[name](bound.arguments)
