@@ -11,6 +11,7 @@ from autosgm_optax._src.base import BlockFacts
 from autosgm_optax._src.base import BlockUpdate
 from autosgm_optax._src.base import FilterFacts
 from autosgm_optax._src.base import FilterSpec
+from autosgm_optax._src.base import PerLeaf
 from autosgm_optax._src.base import Realisation
 from autosgm_optax._src.base import Signal
 from autosgm_optax._src.combinator import ScaleByAutoSGMState
@@ -59,6 +60,7 @@ __all__ = (
   "BlockUpdate",
   "FilterFacts",
   "FilterSpec",
+  "PerLeaf",
   "Realisation",
   "Signal",
   "CorrelationNumeratorState",

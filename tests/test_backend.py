@@ -118,16 +118,30 @@ def test_under_optax_masked_and_with_none_leaves():
   assert np.all(np.isfinite(updates["a"])) and np.any(updates["a"] != 0)
 
 
-def test_split_and_merge_are_inverse():
-  tx = asgm.autosgm(1e-2, numerator="correlation", diagnostics="element")
+@pytest.mark.parametrize("level", ["element", "summary"])
+def test_split_and_merge_are_inverse(level):
+  tx = asgm.autosgm(1e-2, numerator="correlation", diagnostics=level)
   state = tx.init(PARAMS)
+  # distinct rows, so that a row merged into the wrong place shows
+  state = jax.tree.map(
+      lambda x: (x + jnp.arange(x.size).reshape(x.shape).astype(x.dtype)
+                 if isinstance(x, jax.Array) else x), state)
   treedef = jax.tree.structure(PARAMS)
   parts = [backend.split(state, treedef, i)
            for i in range(treedef.num_leaves)]
+  rows = lambda s: s[0].diagnostics.r_undefined.rows
+  assert [rows(p).shape for p in parts] == [(1,)] * treedef.num_leaves
   merged = backend.merge(parts, state, treedef)
   assert jax.tree.structure(merged) == jax.tree.structure(state)
+  is_rows = lambda x: isinstance(x, asgm.PerLeaf)
+  stacked = {id(x.rows) for x in jax.tree.leaves(state, is_leaf=is_rows)
+             if is_rows(x)}
+  assert len(stacked) == (2 if level == "summary" else 1)
   for a, b in zip(jax.tree.leaves(merged), jax.tree.leaves(state)):
-    assert a is b
+    if id(b) in stacked:  # a PerLeaf's rows: split by row, concatenated
+      np.testing.assert_array_equal(a, b)
+    else:  # every other buffer is passed through, not copied
+      assert a is b
 
 
 @pytest.mark.parametrize("token", [0.0, -3.5, 1e30, np.inf, -np.inf, np.nan])

@@ -184,11 +184,16 @@ def test_diagnostics_keep_alpha_and_at_most_one_history_buffer(kwargs,
   shapes = {p.shape for p in jax.tree.leaves(params)}
   per_element = [x for x in jax.tree.leaves(diag) if x.shape in shapes]
   assert len(per_element) == 2 * (1 + history)  # two leaves each
-  # the summaries: one (quantity, statistic) array per leaf, no scalar per
-  # statistic; the count of undefined r an int32 per leaf
-  assert [x.shape for x in jax.tree.leaves(diag.values)] == [(4, 3)] * 2
+  # the summaries: one buffer, a (quantity, statistic) row per leaf, no
+  # scalar per statistic; the counts of undefined r one int32 buffer
+  assert [x.shape for x in jax.tree.leaves(diag.values)] == [(2, 4, 3)]
   assert [(x.shape, x.dtype) for x in jax.tree.leaves(diag.r_undefined)] == [
-      ((), jnp.int32)] * 2
+      ((2,), jnp.int32)]
+  # ... read per leaf, keyed like the parameters
+  assert jax.tree.map(jnp.shape, diag.values["summary"].tree()) == {
+      "w": (4, 3), "b": (4, 3)}
+  assert jax.tree.map(jnp.shape, diag.r_undefined.tree()) == {
+      "w": (), "b": ()}
 
 
 def test_summary_std_of_a_nearly_constant_leaf():

@@ -195,24 +195,39 @@ def _like(treedef: Any) -> Callable[[Any], bool]:
   return is_like
 
 
+def _is_rows(x: Any) -> bool:
+  return isinstance(x, _base.PerLeaf)
+
+
 def split(tree: Any, treedef: Any, i: int) -> Any:
   """``tree`` with each subtree structured like the parameters reduced to
-  its i-th leaf (others None); everything else (counters, scalars) kept."""
+  its i-th leaf (others None), each :class:`PerLeaf` to its i-th row;
+  everything else (counters, scalars) kept."""
   if tree is None:
     return None
   is_like = _like(treedef)
-  return jax.tree.map(
-    lambda x: _only(x, treedef, i) if is_like(x) else x, tree, is_leaf=is_like
+  part_def = jax.tree.structure(
+    _only(treedef.unflatten([0] * treedef.num_leaves), treedef, i)
   )
+
+  def reduce(x: Any) -> Any:
+    if _is_rows(x):
+      return _base.PerLeaf(x.rows[i : i + 1], part_def)
+    return _only(x, treedef, i) if is_like(x) else x
+
+  return jax.tree.map(reduce, tree, is_leaf=lambda x: is_like(x) or _is_rows(x))
 
 
 def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
   """Inverse of :func:`split`: ``parts[i]`` holds leaf i of every subtree
-  structured like the parameters; the other entries are taken from
-  ``parts[0]`` (they are the same in every part)."""
+  structured like the parameters and row i of every :class:`PerLeaf`; the
+  other entries are taken from ``parts[0]`` (they are the same in every
+  part)."""
   is_like = _like(treedef)
   outer: Any
-  slots, outer = jax.tree.flatten(template, is_leaf=is_like)
+  slots, outer = jax.tree.flatten(
+    template, is_leaf=lambda x: is_like(x) or _is_rows(x)
+  )
   flat_parts = []
   for i, part in enumerate(parts):
     part_def = jax.tree.structure(
@@ -220,6 +235,8 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
     )
 
     def is_part(x: Any, part_def: Any = part_def) -> bool:
+      if _is_rows(x):
+        return True
       return x is not None and jax.tree.structure(x) == part_def
 
     flat, _ = jax.tree.flatten(part, is_leaf=is_part)
@@ -232,6 +249,9 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
       merged.append(
         treedef.unflatten([jax.tree.leaves(p[k])[0] for p in flat_parts])
       )
+    elif _is_rows(slot):
+      rows = jnp.concatenate([p[k].rows for p in flat_parts])
+      merged.append(_base.PerLeaf(rows, slot.treedef))
     else:
       merged.append(flat_parts[0][k])
   return outer.unflatten(merged)

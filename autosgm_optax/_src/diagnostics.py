@@ -96,12 +96,12 @@ class DiagnosticsState(NamedTuple):
   ``alpha`` is ``F a / (d s)``, ``r`` its ratio to the previous step's,
   ``update`` the core's output ``u`` (the parameter change is ``-mu u``),
   ``e`` the LTV input. ``values`` holds, at the summary level,
-  ``{"summary": tree}``: per leaf one array of shape ``(4, 3)``, the
-  quantities of :data:`QUANTITIES` by (sup, mean, std). One buffer per leaf
-  rather than twelve scalars: a jitted step handles every buffer of its
-  state on each call (measured: 20 scalar buffers add about 0.1 ms to a
-  step on this CPU). :func:`unpack` reads it. At the element level
-  ``values`` holds the per-element tree of each quantity.
+  ``{"summary": PerLeaf}``: per leaf a row of shape ``(4, 3)``, the
+  quantities of :data:`QUANTITIES` by (sup, mean, std), all the leaves'
+  rows in one array (a jitted step handles every buffer of its state on
+  each call: see :class:`autosgm_optax._src.base.PerLeaf`). :func:`unpack`
+  reads it. At the element level ``values`` holds the per-element tree of
+  each quantity.
   """
 
   alpha_prev: Optional[optax.Updates]  # per element F a / (d s) of the last
@@ -110,8 +110,8 @@ class DiagnosticsState(NamedTuple):
   input_prev: Optional[optax.Updates]  # gamma g + (beta / eta) z of the last
   # update: the part of e(t) that comes from step t-1 (None when the filter's
   # zero is a plain 0 and there is no decoupled decay)
-  r_undefined: Any  # per leaf: int32, the number of elements where
-  # alpha(t-1) is not > 0 (0, negative or NaN), where r is reported as 0
+  r_undefined: _base.PerLeaf  # per leaf: int32, the number of elements
+  # where alpha(t-1) is not > 0 (0, negative or NaN), where r is reported as 0
   beta: chex.Array  # shape=(); the filter's pole
   eta: chex.Array  # shape=(); the filter's gain
   values: dict  # quantity name -> Summary or per-element tree
@@ -188,22 +188,20 @@ def init(
 ) -> DiagnosticsState:
   """The diagnostics state for ``params`` at ``level``."""
   zeros = lambda: _base.zeros_like_tree(params, None)
+  leaves, treedef = jax.tree.flatten(params)
   if level == "summary":
+    rows = [jnp.zeros((len(QUANTITIES), 3)) for _ in leaves]
     values = {
-      "summary": jax.tree.map(
-        lambda p: jnp.zeros(
-          (len(QUANTITIES), 3), _base.state_dtype(p.dtype, None)
-        ),
-        params,
-      )
+      "summary": _base.PerLeaf.stack(rows, treedef, summary_dtype(params))
     }
   else:
     values = {q: zeros() for q in QUANTITIES}
   dtype = _base.scalar_dtype(params)
+  counts = [jnp.zeros([], jnp.int32) for _ in leaves]
   return DiagnosticsState(
     alpha_prev=zeros() if every_update(level, every) else None,
     input_prev=zeros() if (track_grad or track_decay) else None,
-    r_undefined=jax.tree.map(lambda p: jnp.zeros([], jnp.int32), params),
+    r_undefined=_base.PerLeaf.stack(counts, treedef, jnp.int32),
     beta=jnp.zeros([], dtype),
     eta=jnp.zeros([], dtype),
     values=values,
@@ -211,6 +209,12 @@ def init(
     recorded=jnp.zeros([], jnp.int32),
     input_at=jnp.zeros([], jnp.int32),
   )
+
+
+def summary_dtype(params: Any) -> jnp.dtype:
+  """The summaries' dtype: the widest of the leaves' state dtypes."""
+  dtypes = [_base.state_dtype(p.dtype, None) for p in jax.tree.leaves(params)]
+  return jnp.result_type(*dtypes) if dtypes else jnp.dtype(jnp.float32)
 
 
 class Parts(NamedTuple):
@@ -317,18 +321,18 @@ def _quantities(
   return tuple(list(x) for x in zip(*[leaf(*col) for col in columns]))
 
 
-def _pack(treedef: Any, columns: dict) -> dict:
-  """``{"summary": tree}`` from ``columns[q]`` (per leaf (sup, mean, std))."""
-  n = treedef.num_leaves
-  leaves = [
-    jnp.stack([jnp.stack(columns[q][i]) for q in QUANTITIES]) for i in range(n)
+def _rows(columns: dict, dtype: Any) -> list:
+  """Per leaf, the (4, 3) row of ``columns[q]`` (per leaf (sup, mean, std))."""
+  n = len(columns[QUANTITIES[0]])
+  return [
+    jnp.stack([jnp.stack(columns[q][i]) for q in QUANTITIES]).astype(dtype)
+    for i in range(n)
   ]
-  return {"summary": treedef.unflatten(leaves)}
 
 
 def unpack(values: dict) -> dict:
   """The summary level's ``values``: a :class:`Summary` per quantity."""
-  tree = values["summary"]
+  tree = values["summary"].tree()
   return {
     q: Summary(
       *(jax.tree.map(lambda v, i=i, j=j: v[i, j], tree) for j in range(3))
@@ -340,16 +344,12 @@ def unpack(values: dict) -> dict:
 class Part(NamedTuple):
   """Some leaves of the tree, for :func:`record`: ``rerun()`` applies the
   blocks to their inputs, ``previous()`` gives the factors of their last
-  ``alpha``,
-  ``values``, ``input_prev`` and ``r_undefined`` are their parts of the
-  diagnostics state (a list of the packed summaries; the history, a tree,
-  or None; a list of the per-leaf int32 counts)."""
+  ``alpha``, ``diagnostics`` is their part of the diagnostics state (their
+  rows of the summaries and counts; their history, or None)."""
 
   rerun: Callable[[], _base.Signal]
   previous: Callable[[], Parts]
-  values: list
-  input_prev: Any
-  r_undefined: list
+  diagnostics: DiagnosticsState
 
 
 def record(
@@ -388,15 +388,17 @@ def record(
   count = optax.safe_increment(state.count)
   due = count % every == 0
   due_next = (count + 1) % every == 0
-  packed, counted, hs, ones = [], [], [], []
+  dtype = state.values["summary"].rows.dtype
+  rows, counted, hs, ones = [], [], [], []
   beta = eta = None
   for part in parts:
+    old = part.diagnostics
 
-    def take(_, part=part):
+    def take(_, part=part, old=old):
       again = part.rerun()
       leaves, part_def = jax.tree.flatten(again.grad)
       alpha_prevs = previous_alpha(part.previous(), again.grad, state.count)
-      h_prevs = _flat(part_def, len(leaves), part.input_prev)
+      h_prevs = _flat(part_def, len(leaves), old.input_prev)
       alphas, rs, es, _, counts = _quantities(
         again, alpha_prevs, h_prevs, track_grad=track_grad
       )
@@ -406,7 +408,7 @@ def record(
         q: [_summary(x) for x in xs]
         for q, xs in zip(QUANTITIES, (alphas, rs, es, us))
       }
-      if part.input_prev is not None:
+      if old.input_prev is not None:
         # e(t) needs h(t-1); after a change of an injected
         # diagnostics_every the history may be older: no e then.
         fresh = state.input_at == state.count
@@ -416,51 +418,50 @@ def record(
         ]
       filt = again.filter if again.filter is not None else (0.0, 0.0, 1.0, 1)
       return (
-        jax.tree.leaves(_pack(part_def, columns)),
-        counts,
+        _base.PerLeaf.stack(_rows(columns, dtype), part_def, dtype).rows,
+        _base.PerLeaf.stack(counts, part_def, jnp.int32).rows,
         jnp.asarray(filt[0], state.beta.dtype),
         jnp.asarray(filt[2], state.eta.dtype),
         _one(count),
       )
 
-    def keep(_, part=part):
+    def keep(_, old=old):
       return (
-        part.values,
-        part.r_undefined,
+        old.values["summary"].rows,
+        old.r_undefined.rows,
         state.beta,
         state.eta,
         _one(state.recorded),
       )
 
-    part_packed, part_counts, beta, eta, one = jax.lax.cond(
-      due, take, keep, None
-    )
-    packed.extend(part_packed)
-    counted.extend(part_counts)
-    if part.input_prev is not None:
+    part_rows, part_counts, beta, eta, one = jax.lax.cond(due, take, keep, None)
+    rows.append(part_rows)
+    counted.append(part_counts)
+    if old.input_prev is not None:
 
-      def stash(_, part=part, one=one):
+      def stash(_, part=part, old=old, one=one):
         again = part.rerun()
         leaves, part_def = jax.tree.flatten(again.grad)
-        h_prevs = _flat(part_def, len(leaves), part.input_prev)
+        h_prevs = _flat(part_def, len(leaves), old.input_prev)
         _, _, _, part_hs, _ = _quantities(
           again, None, h_prevs, track_grad=track_grad
         )
         return part_hs, _one(count) * one
 
-      def pass_on(_, part=part, one=one):
-        return jax.tree.leaves(part.input_prev), one
+      def pass_on(_, old=old, one=one):
+        return jax.tree.leaves(old.input_prev), one
 
       part_hs, one = jax.lax.cond(due_next, stash, pass_on, None)
       hs.extend(part_hs)
     ones.append(one)
+  stacked = lambda xs: xs[0] if len(xs) == 1 else jnp.concatenate(xs)
   return DiagnosticsState(
     alpha_prev=state.alpha_prev,
     input_prev=None if state.input_prev is None else treedef.unflatten(hs),
-    r_undefined=treedef.unflatten(counted),
+    r_undefined=_base.PerLeaf(stacked(counted), treedef),
     beta=beta,
     eta=eta,
-    values={"summary": treedef.unflatten(packed)},
+    values={"summary": _base.PerLeaf(stacked(rows), treedef)},
     count=count,
     recorded=jnp.where(due, count, state.recorded),
     input_at=jnp.where(due_next, count, state.input_at),
@@ -515,13 +516,7 @@ def recorder(
       def rerun():
         return blocks(updates, core, params, realisation)[0]
 
-      return Part(
-        rerun,
-        lambda: _previous(slots, core),
-        jax.tree.leaves(core.diagnostics.values),
-        core.diagnostics.input_prev,
-        jax.tree.leaves(core.diagnostics.r_undefined),
-      )
+      return Part(rerun, lambda: _previous(slots, core), core.diagnostics)
 
     return record(
       [part(*p) for p in parts],
@@ -577,8 +572,14 @@ def update(
     keep(u.astype(a.dtype)) for u, a in zip(treedef.flatten_up_to(out), alphas)
   ]
   columns = dict(alpha=[keep(x) for x in alphas], r=rs, e=es, update=us)
+  rows_def = state.r_undefined.treedef  # the whole tree's, or a part's
   if level == "summary":
-    values = _pack(treedef, columns)
+    summary_dtype = state.values["summary"].rows.dtype
+    values = {
+      "summary": _base.PerLeaf.stack(
+        _rows(columns, summary_dtype), rows_def, summary_dtype
+      )
+    }
   else:
     values = {q: treedef.unflatten(columns[q]) for q in QUANTITIES}
   count = optax.safe_increment(state.count)
@@ -586,7 +587,7 @@ def update(
   return out, DiagnosticsState(
     alpha_prev=treedef.unflatten(alphas),
     input_prev=None if state.input_prev is None else treedef.unflatten(hs),
-    r_undefined=treedef.unflatten(undefined),
+    r_undefined=_base.PerLeaf.stack(undefined, rows_def, jnp.int32),
     beta=jnp.asarray(beta, dtype),
     eta=jnp.asarray(eta, dtype),
     values=values,

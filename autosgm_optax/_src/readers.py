@@ -349,7 +349,7 @@ def _dynamics(
   values = diag.values
   recorded = (diag.recorded == diag.count) & (diag.count > 0)
   common = dict(
-    r_undefined=diag.r_undefined,
+    r_undefined=diag.r_undefined.tree(),
     beta=diag.beta,
     eta=diag.eta,
     step=diag.recorded,
