@@ -2,6 +2,7 @@
 rate that contain heavy ball, Nesterov and Adam as exact special cases."""
 
 from autosgm_optax import analysis
+from autosgm_optax import design
 from autosgm_optax import migration
 from autosgm_optax import presets
 from autosgm_optax._src.alias import autosgm
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 
 __all__ = (
   "analysis",
+  "design",
   "migration",
   "AutoSGMBlock",
   "BlockFacts",
