@@ -437,11 +437,39 @@ def test_filter_design_nesterov_is_its_transfer_function():
 def test_filter_design_carries_a_methods_own_debias():
   d = design.FilterDesign(*design.from_nadam(0.9), debias="nadam")
   assert d.debias == "nadam"
-  with pytest.raises(ValueError, match="debias='nadam'"):
-    d.step_response()
+  # NAdam's per-term debias overshoots: 1 + b1 / (1 + b1) at t = 1
+  np.testing.assert_allclose(d.step_response(1), [1 + 0.9 / 1.9],
+                             rtol=1e-12)
   np.testing.assert_allclose(d.step_response(3, debias=True), 1.0)
   spec = asgm.FilterSpec(0.9, 0.9 / 1.9, 0.19, "nadam", False)
   assert design.of(spec).debias == "nadam"
+
+
+def _qh_step(beta, nu, debias, steps):
+  """The quasi-hyperbolic form run on a unit constant, terms debiased as
+  the papers write them (QHAdam: Ma & Yarats 2019, eq. 5; NAdam: optax)."""
+  m, out = 0.0, []
+  for t in range(1, steps + 1):
+    m = beta * m + (1 - beta) * 1.0
+    if debias == "ema":
+      out.append((1 - nu) * 1.0 + nu * m / (1 - beta**t))
+    else:
+      out.append(nu * m / (1 - beta**(t + 1)) + (1 - nu) * 1.0
+                 / (1 - beta**t))
+  return np.array(out)
+
+
+@pytest.mark.parametrize("beta, nu", [(0.9, 0.9), (0.995, 0.7), (0.5, 0.2)])
+@pytest.mark.parametrize("debias", ["ema", "nadam"])
+def test_step_response_with_a_per_term_debias(beta, nu, debias):
+  b, g, e = design.from_qhm(nu, beta)
+  np.testing.assert_allclose(design.step_response(b, g, e, 40, debias),
+                             _qh_step(beta, nu, debias, 40), rtol=1e-12)
+
+
+def test_per_term_debias_needs_the_quasi_hyperbolic_form():
+  with pytest.raises(ValueError, match="quasi-hyperbolic"):
+    design.step_response(0.9, 0.5, 0.3, 3, debias="ema")
 
 
 def spec_of(d):
@@ -576,8 +604,8 @@ BAD = [
      ["steps=0", "[1, inf)"]),
     (design.step_response, (0.9, 0.0), dict(steps=True), ValueError,
      ["steps=True", "whole number"]),
-    (design.step_response, (0.9, 0.0), dict(debias="nadam"), ValueError,
-     ["debias='nadam'", "True", "False"]),
+    (design.step_response, (0.9, 0.0), dict(debias="exact"), ValueError,
+     ["debias='exact'", "True", "False", "'nadam'"]),
     (design.step_response, (0.9, 0.0), dict(debias=1), ValueError,
      ["debias=1"]),
     (design.group_delay, (0.9, 0.0), dict(omega=[0.0, np.inf]), ValueError,
@@ -680,15 +708,14 @@ def test_plot_filter_draws_each_design(plt):
     assert pole.get_marker() == "x" and zero.get_marker() == "o"
     step_line = step.get_lines()[i]
     np.testing.assert_array_equal(step_line.get_xdata(), np.arange(1, 21))
-    debias = d.debias if isinstance(d.debias, bool) else False
     np.testing.assert_array_equal(step_line.get_ydata(),
-                                  d.step_response(20, debias))
-  # The unit circle, and the label of a debias that is not drawn.
+                                  d.step_response(20))
+  # The unit circle, and the label of a per-term debias.
   circle = zplane.get_lines()[2 * len(designs)]
   np.testing.assert_allclose(np.hypot(circle.get_xdata(), circle.get_ydata()),
                              1.0)
   assert step.get_lines()[-1].get_label() == (
-      "nadam (debias 'nadam' not drawn)")
+      "nadam (debias 'nadam')")
   np.testing.assert_allclose(step.get_lines()[0].get_ydata(), 1.0)
 
 

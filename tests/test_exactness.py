@@ -46,6 +46,16 @@ PAIRS = {
         lambda: optax.adamw(SCHEDULE, weight_decay=WD_SCHEDULE)),
     "adamw_mask": (lambda: presets.adamw(LR, weight_decay=0.1, mask=_mask),
                    lambda: optax.adamw(LR, weight_decay=0.1, mask=_mask)),
+    "nadam": (lambda: presets.nadam(LR), lambda: optax.nadam(LR)),
+    "nadam_options": (lambda: presets.nadam(LR, 0.8, 0.99, 1e-6, 1e-9),
+                      lambda: optax.nadam(LR, 0.8, 0.99, 1e-6, 1e-9)),
+    "adam_nesterov": (lambda: presets.adam(SCHEDULE, nesterov=True),
+                      lambda: optax.adam(SCHEDULE, nesterov=True)),
+    "adamw_nesterov": (
+        lambda: presets.adamw(LR, weight_decay=0.1, mask=_mask,
+                              nesterov=True),
+        lambda: optax.adamw(LR, weight_decay=0.1, mask=_mask,
+                            nesterov=True)),
     "autosgm": (lambda: asgm.autosgm(LR), lambda: optax.adam(LR)),
     "autosgm_schedule": (lambda: asgm.autosgm(SCHEDULE),
                          lambda: optax.adam(SCHEDULE)),
@@ -67,6 +77,13 @@ INJECTED = {
             LR, weight_decay=WD_SCHEDULE)),
     "autosgm": (lambda: optax.inject_hyperparams(asgm.autosgm)(LR),
                 lambda: optax.inject_hyperparams(optax.adam)(LR)),
+    "nadam": (lambda: optax.inject_hyperparams(presets.nadam)(SCHEDULE),
+              lambda: optax.inject_hyperparams(optax.nadam)(SCHEDULE)),
+    "adamw_nesterov": (
+        lambda: optax.inject_hyperparams(presets.adamw, static_args=(
+            "nesterov",))(LR, weight_decay=WD_SCHEDULE, nesterov=True),
+        lambda: optax.inject_hyperparams(optax.adamw, static_args=(
+            "nesterov",))(LR, weight_decay=WD_SCHEDULE, nesterov=True)),
 }
 
 
@@ -79,16 +96,17 @@ def test_bit_identical_float32(name, problem):
                        run(twin(), params, loss, STEPS))
 
 
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
 @pytest.mark.parametrize("name", sorted(INJECTED))
-def test_injected_bit_identical(name):
+def test_injected_bit_identical(name, problem):
   ours, twin = INJECTED[name]
-  params, loss = PROBLEMS["mlp"](jnp.float32)
+  params, loss = PROBLEMS[problem](jnp.float32)
   assert_bitwise_equal(run(ours(), params, loss, STEPS),
                        run(twin(), params, loss, STEPS))
 
 
 @pytest.mark.parametrize("name", ["phb", "nag", "adam", "adamw_schedules",
-                                  "autosgm"])
+                                  "autosgm", "nadam", "adamw_nesterov"])
 def test_bit_identical_float64(name, enable_x64):
   ours, twin = PAIRS[name]
   params, loss = PROBLEMS["mlp"](jnp.float64)
@@ -110,6 +128,8 @@ def test_bf16_state_dtypes_follow_optax():
   for ours, twin in ((presets.adam(LR), optax.adam(LR)),
                      (presets.adam(LR, mu_dtype=jnp.float32),
                       optax.adam(LR, mu_dtype=jnp.float32)),
+                     (presets.nadam(LR, mu_dtype=jnp.float32),
+                      optax.nadam(LR, mu_dtype=jnp.float32)),
                      (presets.sgd(LR, 0.9), optax.sgd(LR, 0.9))):
     s_ours, s_twin = ours.init(params), twin.init(params)
     big = lambda s: sorted(str(x.dtype) for x in jax.tree.leaves(s)
@@ -120,7 +140,7 @@ def test_bf16_state_dtypes_follow_optax():
     assert_bitwise_equal(u_ours, u_twin)
 
 
-LOW_PRECISION = ("sgd", "phb", "nag", "adam", "adamw", "adamw_mask")
+LOW_PRECISION = ("sgd", "phb", "nag", "adam", "adamw", "adamw_mask", "nadam")
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16],
@@ -132,6 +152,9 @@ def test_presets_bit_identical_in_low_precision(name, dtype):
   # it can hold: 1e-8 is 0 in float16, and 0 / 0 at the zero bias would
   # make both NaN, a vacuous comparison).
   ours, twin = PAIRS[name]
+  if dtype == jnp.float16 and name == "nadam":
+    ours, twin = (lambda: presets.nadam(LR, eps=1e-3),
+                  lambda: optax.nadam(LR, eps=1e-3))
   if dtype == jnp.float16 and name.startswith("adam"):
     kwargs = dict(eps=1e-3)
     if name == "adam":

@@ -105,14 +105,17 @@ class FilterSpec(NamedTuple):
   ``gamma``, gain ``eta`` (numbers, or arrays under
   ``optax.inject_hyperparams``), whether it divides by the exact debias
   ``s(t)``, and whether it is realised in Optax's Nesterov form
-  (``v = g + beta m``, ``m = beta m + g``). :mod:`autosgm_optax.design`
-  studies it."""
+  (``v = g + beta m``, ``m = beta m + g``); ``nu``, the weight of the
+  quasi-hyperbolic form (None: another form). ``debias`` is a bool (True:
+  the exact debias) or the name of a per-term debias of that form
+  (``"ema"``, ``"nadam"``). :mod:`autosgm_optax.design` studies it."""
 
   beta: Any
   gamma: Any
   eta: Any
-  debias: bool = False
+  debias: Union[bool, str] = False
   nesterov: bool = False
+  nu: Any = None
 
 
 class Realisation(NamedTuple):

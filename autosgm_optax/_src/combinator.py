@@ -167,8 +167,8 @@ def scale_by_autosgm(
   every_update = diagnostics is not None and _diagnostics.every_update(
     diagnostics, diagnostics_every
   )
-  if diagnostics is not None and not every_update:
-    _diagnostics.check_last(slots, diagnostics_every)
+  if diagnostics is not None:
+    _diagnostics.check_blocks(slots, diagnostics_every, every_update)
 
   def init_fn(params):
     states = {

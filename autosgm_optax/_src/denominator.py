@@ -25,6 +25,7 @@ def moment_denominator(
   eps: Any = 1e-8,
   eps_root: Any = 0.0,
   *,
+  nu: Any = 1.0,
   dtype: _base.DTypePolicy = None,
 ) -> _base.AutoSGMBlock:
   r"""Divide by the debiased root-mean-square of the raw gradient.
@@ -33,7 +34,15 @@ def moment_denominator(
     \nu_t = \beta \nu_{t-1} + (1 - \beta) |g_t|^2, \qquad
     d_t = \sqrt{\nu_t / (1 - \beta^t) + \epsilon_{root}} + \epsilon,
 
-  and the output is ``x / d``. The statistics always come from the raw
+  and the output is ``x / d``. With ``nu < 1`` the mean square mixes the
+  instantaneous ``|g_t|^2`` with its debiased EMA (QHAdam's denominator, an
+  estimator with a zero of its own, as the filter's quasi-hyperbolic form),
+
+  .. math::
+    d_t = \sqrt{(1 - \nu) |g_t|^2 + \nu\, \nu_t / (1 - \beta^t)
+          + \epsilon_{root}} + \epsilon.
+
+  The statistics always come from the raw
   gradient ``g``: inside :func:`autosgm_optax.scale_by_autosgm` the block
   divides the filter's output by the RMS of the gradient (Adam's "filter,
   then divide"); used alone, its input *is* the raw gradient and it divides
@@ -44,6 +53,9 @@ def moment_denominator(
     eps: added outside the square root, ``>= 0``.
     eps_root: added inside the square root, ``>= 0``; ``eps`` and
       ``eps_root`` may not both be 0.
+    nu: the weight of the EMA against ``|g_t|^2``, ``0 <= nu <= 1``; 1 (a
+      plain number) is Adam's denominator. Below 1, ``d(t-1)`` cannot be
+      rebuilt from the state, so ``diagnostics_every > 1`` refuses it.
     dtype: dtype of the state buffer: None (the parameters' dtype but at
       least float32), ``"like_params"`` (as Optax) or a dtype.
 
@@ -64,6 +76,8 @@ def moment_denominator(
   _base.check_range("beta", beta, 0.0, 1.0)
   _base.check_range("eps", eps, 0.0, None)
   _base.check_range("eps_root", eps_root, 0.0, None)
+  _base.check_range("nu", nu, 0.0, 1.0, high_open=False)
+  plain = _base.is_number(nu) and nu == 1
   if (
     _base.checks_on()
     and _base.is_number(eps)
@@ -82,9 +96,13 @@ def moment_denominator(
       count=jnp.zeros([], jnp.int32), nu=_base.zeros_like_tree(params, dtype)
     )
 
-  def denominator(nu, count):  # d(t) from the state, as Optax's Adam
-    nu_hat = optax.tree.bias_correction(nu, beta, count)
-    return jax.tree.map(lambda n: jnp.sqrt(n + eps_root) + eps, nu_hat)
+  def denominator(ema, count, grad=None):  # d(t), as Optax's Adam at nu=1
+    ms = optax.tree.bias_correction(ema, beta, count)
+    if not plain:  # (QHAdam's order of terms)
+      ms = jax.tree.map(
+        lambda n, g: (1 - nu) * jnp.real(g * jnp.conj(g)) + nu * n, ms, grad
+      )
+    return jax.tree.map(lambda n: jnp.sqrt(n + eps_root) + eps, ms)
 
   def apply_fn(signal, state, params):
     del params
@@ -96,7 +114,7 @@ def moment_denominator(
     # Optax's own moment update and bias correction, so that the Adam point
     # rounds exactly as optax.scale_by_adam.
     nu = optax.tree.update_moment_per_elem_norm(grad, state.nu, beta, 2)
-    d = denominator(nu, count_inc)
+    d = denominator(nu, count_inc, grad)
     direction = jax.tree.map(lambda x, dd: x / dd, signal.direction, d)
     new_state = MomentDenominatorState(
       count=count_inc, nu=_base.cast_tree(nu, state.nu)
@@ -110,6 +128,6 @@ def moment_denominator(
     init_fn,
     apply_fn,
     kind="denominator",
-    last=last_fn,
+    last=last_fn if plain else None,
     facts=_base.BlockFacts(explicit_dtype=_base.explicit_dtype(dtype)),
   )

@@ -91,14 +91,41 @@ def _count(name: str, value: Any, low: int) -> int:
   return int(value)
 
 
-def _debias_flag(debias: Any) -> bool:
-  if not isinstance(debias, bool):
+#: The per-term debiases of the quasi-hyperbolic form (QHAdam's, NAdam's).
+TERM_DEBIASES = ("ema", "nadam")
+
+
+def _debias_flag(debias: Any) -> Union[bool, str]:
+  if not isinstance(debias, bool) and debias not in TERM_DEBIASES:
     raise ValueError(
-      f"debias={debias!r}: the responses are computed without (False) or "
-      "with the exact debias s(t) (True) only; a method's own debias (e.g. "
-      "NAdam's, applied per term) is not the filter's."
+      f"debias={debias!r}: the responses are computed without (False), with "
+      "the exact debias s(t) (True), or with a per-term debias of the "
+      f"quasi-hyperbolic form ({', '.join(map(repr, TERM_DEBIASES))})."
     )
   return debias
+
+
+def _qh_weight(beta: float, gamma: float, eta: float, debias: str) -> float:
+  """``nu`` of a design in the quasi-hyperbolic form (``eta = 1 - nu beta``,
+  ``gamma = (1 - nu) beta / eta``)."""
+  nu = (1.0 - eta) / beta if beta > 0 else np.nan
+  implied = (1.0 - nu) * beta / eta if 0 <= nu <= 1 else np.nan
+  if not np.isclose(gamma, implied, rtol=1e-9, atol=1e-12):
+    raise ValueError(
+      f"debias={debias!r} debiases the terms of the quasi-hyperbolic form "
+      "(eta = 1 - nu beta, gamma = (1 - nu) beta / eta, 0 <= nu <= 1, beta > "
+      f"0); beta={beta!r}, gamma={gamma!r}, eta={eta!r} is not such a point."
+    )
+  return nu
+
+
+def _term_debiased(beta: float, nu: float, debias: str, t: np.ndarray):
+  """The quasi-hyperbolic form's response to a unit constant with its terms
+  debiased apart: ``m(t) = 1 - beta^t`` and the input 1."""
+  m = 1.0 - beta**t
+  if debias == "ema":  # QHAdam
+    return (1.0 - nu) + nu * m / (1.0 - beta**t)
+  return nu * m / (1.0 - beta ** (t + 1)) + (1.0 - nu) / (1.0 - beta**t)
 
 
 # ---------------------------------------------------------------------------
@@ -367,7 +394,7 @@ def step_response(
   gamma: float,
   eta: Optional[float] = None,
   steps: int = DEFAULT_STEPS,
-  debias: bool = False,
+  debias: Union[bool, str] = False,
 ) -> np.ndarray:
   r"""The filter's output for a unit constant input from the first step.
 
@@ -387,8 +414,13 @@ def step_response(
     gamma: the zero, ``gamma < beta`` (or ``beta = gamma = 0``).
     eta: the gain, ``> 0``; None for the unit-DC gain.
     steps: the number of steps, ``>= 1``.
-    debias: divide by the exact ``s(t)`` (True or False; other methods'
-      debiases, such as NAdam's, are refused).
+    debias: False; True, divide by the exact ``s(t)``; or, for a design in
+      the quasi-hyperbolic form (``eta = 1 - nu beta``), ``"ema"``
+      (QHAdam: the EMA's term divided by ``1 - beta^t``) or ``"nadam"``
+      (NAdam: the EMA's term by ``1 - beta^(t+1)``, the input's by
+      ``1 - beta^t``), which are not the exact debias (NAdam's starts at
+      ``1 + beta / (1 + beta)``; QHAdam's is exact for a constant input
+      but weighs past inputs differently from step 2 on).
 
   Returns:
     A float64 array of shape ``(steps,)``.
@@ -402,9 +434,13 @@ def step_response(
   """
   b, g, e = _design(beta, gamma, eta)
   debias = _debias_flag(debias)
-  out = _realise(b, g, e, np.ones(_count("steps", steps, 1)))
+  n = _count("steps", steps, 1)
+  t = np.arange(1, n + 1, dtype=float)
+  if isinstance(debias, str):
+    return _term_debiased(b, _qh_weight(b, g, e, debias), debias, t)
+  out = _realise(b, g, e, np.ones(n))
   if debias:
-    out = out / _divisor(b, g, e, np.arange(1, out.size + 1, dtype=float))
+    out = out / _divisor(b, g, e, t)
   return out
 
 
@@ -678,8 +714,7 @@ class FilterDesign:
     self, steps: int = DEFAULT_STEPS, debias: Optional[bool] = None
   ) -> np.ndarray:
     """:func:`step_response` of this design, with its own debias unless
-    ``debias`` says otherwise (a string debias must be overridden with
-    True or False)."""
+    ``debias`` says otherwise."""
     chosen: Any = self.debias if debias is None else debias
     return step_response(self.beta, self.gamma, self.eta, steps, chosen)
 
@@ -881,11 +916,10 @@ def plot_filter(
     )
     zplane.plot([d.beta], [0.0], "x", color=color, markersize=9, label=label)
     zplane.plot([d.gamma], [0.0], "o", color=color, fillstyle="none")
-    exact = isinstance(d.debias, bool)
-    note = "" if exact else f" (debias {d.debias!r} not drawn)"
+    note = "" if isinstance(d.debias, bool) else f" (debias {d.debias!r})"
     step.plot(
       t,
-      d.step_response(steps, bool(d.debias) if exact else False),
+      d.step_response(steps),
       color=color,
       label=label + note,
     )

@@ -468,9 +468,21 @@ def record(
   ), ones
 
 
-def check_last(slots: dict, every: Any) -> None:
-  """``diagnostics_every`` rebuilds ``alpha(t-1)`` from the blocks'
-  ``last``: refuses a block without one."""
+def check_blocks(slots: dict, every: Any, every_update: bool) -> None:
+  """Refuses what the record cannot describe: a filter whose terms are
+  debiased apart (its output is not ``H[g] / s``), and, with
+  ``diagnostics_every`` (which rebuilds ``alpha(t-1)`` from the blocks'
+  ``last``), a block without ``last``."""
+  spec = slots["filter"].facts.filter if slots["filter"] is not None else None
+  if spec is not None and isinstance(spec.debias, str):
+    raise ValueError(
+      f"diagnostics: the filter's debias={spec.debias!r} divides its terms "
+      "apart, so its output is not the filter's H[g] / s(t) that the "
+      "learning dynamics describe; use debias=True or False, or no "
+      "diagnostics."
+    )
+  if every_update:
+    return
   for name in ("filter", "denominator", "numerator", "window"):
     block = slots[name]
     if block is not None and block.last is None:

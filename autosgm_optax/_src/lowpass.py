@@ -6,6 +6,7 @@ import functools
 from typing import Any
 from typing import NamedTuple
 from typing import Optional
+from typing import Union
 
 import chex
 import jax
@@ -55,6 +56,13 @@ def _debias(
   return jax.tree.map(lambda t: t / s.astype(t.dtype), tree)
 
 
+#: The debiases of the quasi-hyperbolic form (``nu``), each term apart:
+#: ``"ema"`` divides the state's term by ``1 - beta^t`` (QHAdam),
+#: ``"nadam"`` the state's by ``1 - beta^(t+1)`` and the input's by
+#: ``1 - beta^t`` (NAdam, ``optax.nadam``).
+TERM_DEBIASES = ("ema", "nadam")
+
+
 def _is_one(x: Any) -> bool:
   return _base.is_number(x) and x == 1
 
@@ -63,13 +71,51 @@ def _is_zero(x: Any) -> bool:
   return _base.is_number(x) and x == 0
 
 
+def _check_forms(beta, gamma, eta, debias, nesterov, nu) -> None:
+  if not isinstance(nesterov, bool):
+    raise TypeError(f"nesterov={nesterov!r} must be a bool.")
+  if not isinstance(debias, bool) and debias not in TERM_DEBIASES:
+    raise TypeError(
+      f"debias={debias!r} must be a bool, or with nu one of "
+      f"{', '.join(map(repr, TERM_DEBIASES))}."
+    )
+  if nesterov and nu is not None:
+    raise ValueError(
+      f"nesterov=True and nu={nu!r}: the filter has one form; NAdam's first "
+      "moment is nu=beta with debias='nadam'."
+    )
+  if isinstance(debias, str) and nu is None:
+    raise ValueError(
+      f"debias={debias!r} debiases the terms of the quasi-hyperbolic form; "
+      "give nu (e.g. nu=beta for NAdam), or use debias=True (exact)."
+    )
+  if nesterov or nu is not None:
+    implied = (
+      "nesterov=True implies gamma = beta / (1 + beta) and eta = 1 + beta"
+      if nesterov
+      else f"nu={nu!r} implies gamma = (1 - nu) beta / (1 - nu beta) and "
+      "eta = 1 - nu beta"
+    )
+    if not _is_zero(gamma) or eta is not None:
+      raise ValueError(
+        f"{implied}; leave gamma and eta at their defaults (got "
+        f"gamma={gamma!r}, eta={eta!r})."
+      )
+    _base.check_range("beta", beta, 0.0, 1.0)
+    if nu is not None:
+      _base.check_range("nu", nu, 0.0, 1.0, high_open=False)
+  else:
+    _base.check_filter_design(beta, gamma, eta)
+
+
 def lowpass_filter(
   beta: Any = 0.9,
   gamma: Any = 0.0,
   eta: Optional[Any] = None,
   *,
-  debias: bool = True,
+  debias: Union[bool, str] = True,
   nesterov: bool = False,
+  nu: Optional[Any] = None,
   dtype: _base.DTypePolicy = None,
 ) -> _base.AutoSGMBlock:
   r"""The AutoSGM lowpass filter: momentum with a pole, a zero and a gain.
@@ -89,6 +135,23 @@ def lowpass_filter(
   momentum; ``gamma = -beta`` reduces variance most; ``beta = gamma = 0`` is a
   pure gain.
 
+  The quasi-hyperbolic form (``nu``, Ma & Yarats 2019) mixes the input with
+  an EMA of it,
+
+  .. math::
+    m_t = \beta m_{t-1} + (1 - \beta) g_t, \qquad
+    v_t = (1 - \nu) g_t + \nu m_t,
+
+  the same filter with ``gamma = (1 - nu) beta / (1 - nu beta)`` and
+  ``eta = 1 - nu beta`` (QHM; NAdam's first moment is ``nu = beta``). Its
+  two terms can be debiased apart (``debias="ema"``: QHAdam's
+  ``(1 - nu) g_t + nu m_t / (1 - beta^t)``; ``debias="nadam"``:
+  ``optax.nadam``'s ``nu m_t / (1 - beta^(t+1)) + (1 - nu) g_t /
+  (1 - beta^t)``). Neither is the exact debias: NAdam's response to a
+  constant starts at ``1 + beta / (1 + beta)`` (1.47 at ``beta = 0.9``);
+  QHAdam's passes a constant unchanged but, from step 2 on, weighs past
+  inputs otherwise than the exact debias (docs/algorithm.md, section 2).
+
   Used alone, the block filters its input. Note that
   ``optax.chain(lowpass_filter(...), moment_denominator(...))`` then
   normalises the *filtered* signal, which is a different algorithm from Adam;
@@ -99,12 +162,16 @@ def lowpass_filter(
     gamma: the zero, ``gamma < beta`` (``beta = gamma = 0`` is a pure gain).
     eta: the gain, ``> 0``; default ``(1 - beta) / (1 - gamma)`` (unit DC
       gain).
-    debias: divide the output by the exact ``s(t)``.
+    debias: True: divide the output by the exact ``s(t)``; False: none;
+      with ``nu``, also ``"ema"`` or ``"nadam"``, the per-term debiases above.
     nesterov: realise the Nesterov point in Optax's form
       ``v_t = g_t + beta m_t`` with ``m_t = beta m_{t-1} + g_t`` (bit for bit
       ``optax.sgd(nesterov=True)``); ``gamma`` and ``eta`` are then implied
       (``beta / (1 + beta)`` and ``1 + beta``) and must be left at their
       defaults.
+    nu: None, or the quasi-hyperbolic form's weight of the EMA,
+      ``0 <= nu <= 1``; ``gamma`` and ``eta`` are then implied and must be
+      left at their defaults.
     dtype: dtype of the state buffer: None (the parameters' dtype but at
       least float32), ``"like_params"`` (as Optax) or a dtype.
 
@@ -123,26 +190,17 @@ def lowpass_filter(
     >>> v
     Array([ 1., -2.], dtype=float32)
   """
-  for name, flag in (("debias", debias), ("nesterov", nesterov)):
-    if not isinstance(flag, bool):
-      raise TypeError(f"{name}={flag!r} must be a bool.")
-  if nesterov:
-    if not _is_zero(gamma) or eta is not None:
-      raise ValueError(
-        "nesterov=True implies gamma = beta / (1 + beta) and eta = 1 + beta;"
-        f" leave gamma and eta at their defaults (got gamma={gamma!r}, "
-        f"eta={eta!r})."
-      )
-    _base.check_range("beta", beta, 0.0, 1.0)
-  else:
-    _base.check_filter_design(beta, gamma, eta)
+  _check_forms(beta, gamma, eta, debias, nesterov, nu)
   _base.check_dtype_policy("dtype", dtype)
 
   if nesterov:
     gain, zero = 1 + beta, beta / (1 + beta)
+  elif nu is not None:
+    gain, zero = 1 - nu * beta, (1 - nu) * beta / (1 - nu * beta)
   else:
     gain = default_gain(beta, gamma) if eta is None else eta
     zero = gamma
+  exact = debias is True
 
   def init_fn(params):
     return LowpassFilterState(
@@ -152,6 +210,8 @@ def lowpass_filter(
   def moment(g, m):
     # Optax's operand order (optax.tree.update_moment, optax.trace), so that
     # the CPU's fused multiply-add rounds as it does in Optax.
+    if nu is not None:
+      return (1 - beta) * g + beta * m
     if _is_one(gain) or nesterov:
       return g + beta * m
     return gain * g + beta * m
@@ -159,6 +219,8 @@ def lowpass_filter(
   def output(m_new, m_old, g, realise):
     if nesterov:
       return g + beta * m_new
+    if nu is not None:  # (Optax's nadam's operand order)
+      return nu * m_new + (1 - nu) * g
     if _is_zero(zero):
       return m_new
     if realise is not None:  # the same value from m(t) and g(t) alone
@@ -177,12 +239,22 @@ def lowpass_filter(
       g = jax.tree.map(_base.promoted, g, m_old)
       m_old = jax.tree.map(_base.promoted, m_old, g)
     m_new = jax.tree.map(moment, g, m_old)
-    realise = signal.realisation.filter_output
-    v = jax.tree.map(
-      lambda m, mo, x: output(m, mo, x, realise), m_new, m_old, g
-    )
+    if debias == "ema":  # the EMA's own debias
+      m_hat = optax.tree.bias_correction(m_new, beta, count_inc)
+      v = jax.tree.map(lambda m, x: output(m, None, x, None), m_hat, g)
+    elif debias == "nadam":  # each term by its own
+      m_hat = optax.tree.bias_correction(
+        m_new, beta, optax.safe_increment(count_inc)
+      )
+      g_hat = optax.tree.bias_correction(g, beta, count_inc)
+      v = jax.tree.map(lambda m, x: output(m, None, x, None), m_hat, g_hat)
+    else:
+      realise = signal.realisation.filter_output
+      v = jax.tree.map(
+        lambda m, mo, x: output(m, mo, x, realise), m_new, m_old, g
+      )
     s = None
-    if debias:
+    if exact:
       v = _debias(v, count_inc, beta, zero, gain / (1 - beta))
       s = debias_divisor(count_inc, beta, zero, gain)
     new_state = LowpassFilterState(
@@ -196,7 +268,7 @@ def lowpass_filter(
     )
 
   def last_fn(state):  # s(t) of the last update
-    return debias_divisor(state.count, beta, zero, gain) if debias else None
+    return debias_divisor(state.count, beta, zero, gain) if exact else None
 
   return _base.AutoSGMBlock(
     init_fn,
@@ -205,7 +277,7 @@ def lowpass_filter(
     facts=_base.BlockFacts(
       zero_is_zero=_is_zero(zero),
       explicit_dtype=_base.explicit_dtype(dtype),
-      filter=_base.FilterSpec(beta, zero, gain, debias, nesterov),
+      filter=_base.FilterSpec(beta, zero, gain, debias, nesterov, nu),
     ),
     last=last_fn,
   )

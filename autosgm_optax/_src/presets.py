@@ -19,20 +19,11 @@ from autosgm_optax._src.denominator import moment_denominator
 from autosgm_optax._src.learning_rate import scale_by_learning_rate
 from autosgm_optax._src.lowpass import lowpass_filter
 
-__all__ = ("sgd", "phb", "nag", "adam", "adamw")
+__all__ = ("sgd", "phb", "nag", "adam", "adamw", "nadam", "qhm", "qhadam")
 
 
 def _like_params(dtype: Optional[Any]) -> _base.DTypePolicy:
   return _base.LIKE_PARAMS if dtype is None else dtype
-
-
-def _refuse_nadam(nesterov: bool, name: str) -> None:
-  if nesterov:
-    raise ValueError(
-      f"{name}(nesterov=True) (NAdam) is not offered: its bias correction "
-      "is not the filter's exact debias, so it is not a point of AutoSGM. "
-      "Use optax.nadam, or autosgm(gamma=...) for a filter zero."
-    )
 
 
 def sgd(
@@ -136,17 +127,18 @@ def nag(
   return sgd(learning_rate, momentum, True, accumulator_dtype)
 
 
-def _adam_filter(b1, mu_dtype):
+def _adam_filter(b1, mu_dtype, nesterov=False):
+  dtype = _like_params(mu_dtype)
   with _base.unchecked():
-    return lowpass_filter(
-      b1, 0.0, None, debias=True, dtype=_like_params(mu_dtype)
-    )
+    if nesterov:  # NAdam: Nesterov's zero in the quasi-hyperbolic form
+      return lowpass_filter(b1, nu=b1, debias="nadam", dtype=dtype)
+    return lowpass_filter(b1, 0.0, None, debias=True, dtype=dtype)
 
 
-def _adam_core(b1, b2, eps, eps_root, mu_dtype, decay=None):
+def _adam_core(b1, b2, eps, eps_root, mu_dtype, decay=None, nesterov=False):
   with _base.unchecked():
     return scale_by_autosgm(
-      filter=_adam_filter(b1, mu_dtype),
+      filter=_adam_filter(b1, mu_dtype, nesterov),
       denominator=moment_denominator(
         b2, eps, eps_root, dtype=_base.LIKE_PARAMS
       ),
@@ -180,7 +172,10 @@ def adam(
     eps: added outside the square root.
     eps_root: added inside the square root.
     mu_dtype: dtype of the first moment; None for the parameters' dtype.
-    nesterov: refused (NAdam's bias correction is not the exact debias).
+    nesterov: NAdam (bit for bit ``optax.adam(..., nesterov=True)``): the
+      filter in the quasi-hyperbolic form with ``nu = b1`` (Nesterov's zero
+      ``b1 / (1 + b1)``) and NAdam's per-term debias, which is not the
+      exact one (see :func:`nadam`).
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -196,9 +191,8 @@ def adam(
     >>> bool((ours == theirs).all())
     True
   """
-  _refuse_nadam(nesterov, "adam")
   return optax.chain(
-    _adam_core(b1, b2, eps, eps_root, mu_dtype),
+    _adam_core(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
     scale_by_learning_rate(learning_rate),
   )
 
@@ -232,7 +226,7 @@ def adamw(
     mu_dtype: dtype of the first moment; None for the parameters' dtype.
     weight_decay: ``lambda``, a number or an ``optax.Schedule``.
     mask: a tree of bools or a callable; False leaves are not decayed.
-    nesterov: refused (NAdam's bias correction is not the exact debias).
+    nesterov: NAdamW (bit for bit ``optax.adamw(..., nesterov=True)``).
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -241,11 +235,163 @@ def adamw(
     >>> from autosgm_optax import presets
     >>> tx = presets.adamw(1e-3, weight_decay=1e-2)
   """
-  _refuse_nadam(nesterov, "adamw")
   with _base.unchecked():
     decay = decoupled_decay(weight_decay, 1.0, mask)
   return optax.chain(
-    _adam_core(b1, b2, eps, eps_root, mu_dtype, decay),
+    _adam_core(b1, b2, eps, eps_root, mu_dtype, decay, nesterov),
+    scale_by_learning_rate(learning_rate),
+  )
+
+
+def nadam(
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  mu_dtype: Optional[Any] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""NAdam, bit for bit ``optax.nadam``: ``adam(..., nesterov=True)``.
+
+  The first moment is the filter with pole ``b1`` and Nesterov's zero
+  ``b1 / (1 + b1)`` (gain ``1 - b1^2``), realised in the quasi-hyperbolic
+  form with ``nu = b1`` and debiased term by term:
+
+  .. math::
+    m_t = b_1 m_{t-1} + (1 - b_1) g_t, \qquad
+    u_t = -\mu_t \frac{b_1 m_t / (1 - b_1^{t+1})
+          + (1 - b_1) g_t / (1 - b_1^t)}{\sqrt{\hat\nu_t + \epsilon_{root}}
+          + \epsilon}.
+
+  This is not the filter's exact debias: at ``t = 1`` a constant gradient
+  comes out ``1 + b1 / (1 + b1)`` times itself (1.47 at ``b1 = 0.9``),
+  and the factor fades as ``b1^t`` (``design.step_response`` shows the
+  exact one beside it; docs/design.md).
+
+  Args:
+    learning_rate: a number or an ``optax.Schedule``.
+    b1: the filter's pole.
+    b2: the denominator's pole.
+    eps: added outside the square root.
+    eps_root: added inside the square root.
+    mu_dtype: dtype of the first moment; None for the parameters' dtype.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> from autosgm_optax import presets
+    >>> params, g = jnp.array([1.0, -2.0]), jnp.array([0.3, 0.1])
+    >>> ours = presets.nadam(1e-3).update(g, presets.nadam(1e-3).init(params))
+    >>> theirs = optax.nadam(1e-3).update(g, optax.nadam(1e-3).init(params))
+    >>> bool((ours[0] == theirs[0]).all())
+    True
+  """
+  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True)
+
+
+def _qhm_filter(nu, beta, debias):  # (no twin: checked)
+  return lowpass_filter(beta, nu=nu, debias=debias)
+
+
+def qhm(
+  learning_rate: optax.ScalarOrSchedule,
+  nu: jax.typing.ArrayLike = 0.7,
+  beta: jax.typing.ArrayLike = 0.999,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Quasi-hyperbolic momentum (Ma & Yarats, ICLR 2019).
+
+  .. math::
+    b_t = \beta b_{t-1} + (1 - \beta) g_t, \qquad
+    u_t = -\mu_t \left((1 - \nu) g_t + \nu b_t\right),
+
+  the filter with pole ``beta``, zero ``(1 - nu) beta / (1 - nu beta)`` and
+  gain ``1 - nu beta`` (unit DC gain), without debias or denominator.
+  ``nu = 0`` is plain SGD, ``nu = 1`` an EMA of the gradient; ``nu = beta``
+  is NAdam's undebiased first moment.
+
+  Args:
+    learning_rate: a number or an ``optax.Schedule``.
+    nu: the weight of the momentum buffer, ``0 <= nu <= 1``.
+    beta: the pole, ``0 <= beta < 1``.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from autosgm_optax import presets
+    >>> tx = presets.qhm(0.1, nu=0.5, beta=0.9)
+    >>> params = jnp.array([1.0])
+    >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(params), params)
+    >>> updates  # -0.1 * (0.5 * 2 + 0.5 * (0.1 * 2))
+    Array([-0.11], dtype=float32)
+  """
+  return optax.chain(
+    scale_by_autosgm(filter=_qhm_filter(nu, beta, False)),
+    scale_by_learning_rate(learning_rate),
+  )
+
+
+def qhadam(
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.995,
+  b2: jax.typing.ArrayLike = 0.999,
+  nu1: jax.typing.ArrayLike = 0.7,
+  nu2: jax.typing.ArrayLike = 1.0,
+  eps: jax.typing.ArrayLike = 1e-8,
+) -> optax.GradientTransformationExtraArgs:
+  r"""QHAdam (Ma & Yarats, ICLR 2019).
+
+  .. math::
+    u_t = -\mu_t \frac{(1 - \nu_1) g_t + \nu_1 \hat m_t}
+          {\sqrt{(1 - \nu_2) g_t^2 + \nu_2 \hat v_t} + \epsilon},
+
+  with ``m_hat`` and ``v_hat`` Adam's debiased EMAs of ``g`` and ``g^2``
+  (poles ``b1``, ``b2``). The numerator is the quasi-hyperbolic filter
+  (zero ``(1 - nu1) b1 / (1 - nu1 b1)``) with its EMA debiased alone
+  (``debias="ema"``). That passes a constant gradient unchanged, but is not
+  the exact debias: from step 2 on it weighs past gradients otherwise,
+  since ``g_t``'s weight stays ``1 - nu1`` while the EMA's term is
+  renormalised (docs/algorithm.md, section 2). The denominator mixes
+  ``g^2`` with its EMA (``moment_denominator(nu=nu2)``); ``nu1 = nu2 = 1``
+  is Adam.
+
+  Args:
+    learning_rate: a number or an ``optax.Schedule``.
+    b1: the filter's pole.
+    b2: the denominator's pole.
+    nu1: the weight of the first moment's EMA, ``0 <= nu1 <= 1``.
+    nu2: the weight of the second moment's EMA, ``0 <= nu2 <= 1``.
+    eps: added outside the square root, ``> 0``.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from autosgm_optax import presets
+    >>> tx = presets.qhadam(1e-3)
+    >>> params = jnp.array([1.0, -2.0])
+    >>> updates, _ = tx.update(jnp.array([0.3, -0.1]), tx.init(params))
+    >>> updates  # the first step is -lr sign(g), as Adam's
+    Array([-0.001,  0.001], dtype=float32)
+  """
+  # (checked under the paper's names before the blocks check theirs)
+  for name, value, high_open in (
+    ("b1", b1, True),
+    ("b2", b2, True),
+    ("nu1", nu1, False),
+    ("nu2", nu2, False),
+  ):
+    _base.check_range(name, value, 0.0, 1.0, high_open=high_open)
+  return optax.chain(
+    scale_by_autosgm(
+      filter=_qhm_filter(nu1, b1, "ema"),
+      denominator=moment_denominator(b2, eps, nu=nu2),
+    ),
     scale_by_learning_rate(learning_rate),
   )
 
@@ -256,8 +402,11 @@ _FILTERS: dict[str, Callable[[dict], Optional[_base.AutoSGMBlock]]] = {
   ),
   "phb": lambda a: _sgd_filter(a["momentum"], False, a["accumulator_dtype"]),
   "nag": lambda a: _sgd_filter(a["momentum"], True, a["accumulator_dtype"]),
-  "adam": lambda a: _adam_filter(a["b1"], a["mu_dtype"]),
-  "adamw": lambda a: _adam_filter(a["b1"], a["mu_dtype"]),
+  "adam": lambda a: _adam_filter(a["b1"], a["mu_dtype"], a["nesterov"]),
+  "adamw": lambda a: _adam_filter(a["b1"], a["mu_dtype"], a["nesterov"]),
+  "nadam": lambda a: _adam_filter(a["b1"], a["mu_dtype"], True),
+  "qhm": lambda a: _qhm_filter(a["nu"], a["beta"], False),
+  "qhadam": lambda a: _qhm_filter(a["nu1"], a["b1"], "ema"),
 }
 
 
