@@ -387,6 +387,35 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
 # dtypes
 
 
+#: The kinds of block each slot of ``scale_by_autosgm`` takes.
+SLOT_KINDS = {
+  "decay": ("coupled_decay", "decoupled_decay"),
+  "filter": ("filter",),
+  "denominator": ("denominator",),
+  "numerator": ("numerator",),
+  "window": ("window",),
+}
+
+
+def check_slots(**slots: Any) -> dict:
+  """Refuses a slot given something else than a block of its kinds;
+  returns the slots."""
+  for slot, block in slots.items():
+    if block is None:
+      continue
+    if not isinstance(block, AutoSGMBlock):
+      raise TypeError(
+        f"{slot}={block!r} is not an AutoSGM block: build it with the "
+        f"library's {slot} block factory."
+      )
+    if block.kind not in SLOT_KINDS[slot]:
+      raise TypeError(
+        f"{slot}= got a {block.kind!r} block; the {slot} slot takes "
+        f"{' or '.join(SLOT_KINDS[slot])} blocks."
+      )
+  return slots
+
+
 def real_dtype(dtype) -> jnp.dtype:
   """The real dtype of ``dtype`` (float32 for complex64)."""
   return jnp.finfo(dtype).dtype

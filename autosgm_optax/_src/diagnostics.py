@@ -61,6 +61,7 @@ buffers are bit for bit those without diagnostics.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from typing import Callable
 from typing import NamedTuple
@@ -606,4 +607,76 @@ def update(
     count=count,
     recorded=count,
     input_at=count,
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Observer:
+  """The diagnostics of one ``scale_by_autosgm``: its level, cadence and
+  blocks (the slots), and what the record keeps.
+
+  Attributes:
+    level: ``"summary"`` or ``"element"``.
+    every: ``diagnostics_every`` (an int, or an int32 array when injected).
+    slots: the combinator's blocks by slot (None for an empty slot).
+    track_grad: keep ``gamma g(t-1)`` for ``e(t)`` (the filter's zero is
+      not a plain 0).
+    track_decay: keep the decoupled-decay term for ``e(t)``.
+  """
+
+  level: str
+  every: Any
+  slots: dict
+  track_grad: bool
+  track_decay: bool
+
+  @property
+  def every_update(self) -> bool:
+    """Recorded with the step by :func:`update`, else by :func:`record`."""
+    return every_update(self.level, self.every)
+
+  def init(self, params: Any) -> DiagnosticsState:
+    return init(
+      params,
+      self.level,
+      track_grad=self.track_grad,
+      track_decay=self.track_decay,
+      every=self.every,
+    )
+
+  def update(
+    self, signal: _base.Signal, state: DiagnosticsState
+  ) -> tuple[Any, DiagnosticsState]:
+    return update(signal, state, self.level, track_grad=self.track_grad)
+
+  def recorder(
+    self, blocks: Callable, state: DiagnosticsState, updates: Any
+  ) -> Callable:
+    return recorder(
+      blocks,
+      self.slots,
+      state,
+      jax.tree.structure(updates),
+      track_grad=self.track_grad,
+      every=self.every,
+    )
+
+
+def observer(
+  slots: dict, level: Optional[str], every: Any
+) -> Optional[Observer]:
+  """The :class:`Observer` for ``diagnostics=level`` and
+  ``diagnostics_every=every`` (checked), or None when they are off."""
+  every = check_level(level, every)
+  if level is None:
+    return None
+  check_blocks(slots, every, every_update(level, every))
+  filt, decay = slots["filter"], slots["decay"]
+  coupled = decay is not None and decay.kind == "coupled_decay"
+  return Observer(
+    level=level,
+    every=every,
+    slots=slots,
+    track_grad=filt is not None and not filt.facts.zero_is_zero,
+    track_decay=decay is not None and not coupled and not decay.facts.identity,
   )
