@@ -2,9 +2,11 @@
 
 Targets:
 
-- presets (``presets.sgd/nag/adam/adamw`` and ``autosgm(lr)``, the Adam
-  point): XLA cost-analysis bytes accessed <= 1.0x their Optax twins (the
-  deterministic gate), and time within the control row's spread of 1.0x;
+- presets (``presets.sgd/nag/adam/adamw/nadam`` and ``autosgm(lr)``, the
+  Adam point): XLA cost-analysis bytes accessed <= 1.0x their Optax twins
+  (the deterministic gate), and time within the control row's spread of
+  1.0x; ``presets.qhadam`` has no twin and is shown against ``optax.adam``
+  (for information: what mixing ``g`` into both moments costs);
 - the full configuration (``autosgm(lr, gamma=0.5528,
   numerator="correlation", window=raised_cosine_window(1000),
   weight_decay=1e-4)``, with and without the numerator's per-leaf
@@ -317,6 +319,9 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
       ("presets.adam", lambda: presets.adam(LR)),
       ("presets.adamw", lambda: presets.adamw(LR)),
       ("optax.adamw", lambda: optax.adamw(LR)),
+      ("presets.nadam", lambda: presets.nadam(LR)),
+      ("optax.nadam", lambda: optax.nadam(LR)),
+      ("presets.qhadam", lambda: presets.qhadam(LR)),
       ("autosgm(lr)", lambda: asgm.autosgm(LR)),
       ("full", lambda: asgm.autosgm(LR, window=window(), **FULL_KWARGS)),
       ("floor (4 buffers + reduction)", lambda: floor_kernel(4, True)),
@@ -340,6 +345,10 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
       ("presets.adam vs optax.adam", "presets.adam", "optax.adam", "preset"),
       ("presets.adamw vs optax.adamw", "presets.adamw", "optax.adamw",
        "preset"),
+      ("presets.nadam vs optax.nadam", "presets.nadam", "optax.nadam",
+       "preset"),
+      ("presets.qhadam vs optax.adam (no twin; information)",
+       "presets.qhadam", "optax.adam", "info"),
       ("autosgm(lr) vs optax.adam", "autosgm(lr)", "optax.adam", "preset"),
       ("full config vs floor (4 buffers + reduction)", "full",
        "floor (4 buffers + reduction)", "floor"),
