@@ -30,6 +30,7 @@ nothing. ``phb`` and ``nag`` are named shortcuts.
 
 from autosgm_optax._src.presets import adam
 from autosgm_optax._src.presets import adamw
+from autosgm_optax._src.presets import muon
 from autosgm_optax._src.presets import nadam
 from autosgm_optax._src.presets import nag
 from autosgm_optax._src.presets import phb
@@ -37,4 +38,14 @@ from autosgm_optax._src.presets import qhadam
 from autosgm_optax._src.presets import qhm
 from autosgm_optax._src.presets import sgd
 
-__all__ = ("sgd", "phb", "nag", "adam", "adamw", "nadam", "qhm", "qhadam")
+__all__ = (
+  "sgd",
+  "phb",
+  "nag",
+  "adam",
+  "adamw",
+  "nadam",
+  "qhm",
+  "qhadam",
+  "muon",
+)

@@ -5,7 +5,8 @@ Targets:
 - presets (``presets.sgd/nag/adam/adamw/nadam`` and ``autosgm(lr)``, the
   Adam point): XLA cost-analysis bytes accessed <= 1.0x their Optax twins
   (the deterministic gate), and time within the control row's spread of
-  1.0x; ``presets.qhadam`` has no twin and is shown against ``optax.adam``
+  1.0x; ``presets.muon`` against ``optax.contrib.muon`` likewise;
+  ``presets.qhadam`` has no twin and is shown against ``optax.adam``
   (for information: what mixing ``g`` into both moments costs);
 - the full configuration (``autosgm(lr, gamma=0.5528,
   numerator="correlation", window=raised_cosine_window(1000),
@@ -322,6 +323,8 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
       ("presets.nadam", lambda: presets.nadam(LR)),
       ("optax.nadam", lambda: optax.nadam(LR)),
       ("presets.qhadam", lambda: presets.qhadam(LR)),
+      ("presets.muon", lambda: presets.muon(LR)),
+      ("optax.contrib.muon", lambda: optax.contrib.muon(LR)),
       ("autosgm(lr)", lambda: asgm.autosgm(LR)),
       ("full", lambda: asgm.autosgm(LR, window=window(), **FULL_KWARGS)),
       ("floor (4 buffers + reduction)", lambda: floor_kernel(4, True)),
@@ -349,6 +352,8 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
        "preset"),
       ("presets.qhadam vs optax.adam (no twin; information)",
        "presets.qhadam", "optax.adam", "info"),
+      ("presets.muon vs optax.contrib.muon", "presets.muon",
+       "optax.contrib.muon", "preset"),
       ("autosgm(lr) vs optax.adam", "autosgm(lr)", "optax.adam", "preset"),
       ("full config vs floor (4 buffers + reduction)", "full",
        "floor (4 buffers + reduction)", "floor"),

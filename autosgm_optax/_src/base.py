@@ -216,15 +216,18 @@ class BlockFacts:
     identity: the block passes the signal through unchanged (a decay with a
       plain rate of 0), so the diagnostics keep no history for it.
     filter: a filter's :class:`FilterSpec` (None for other blocks).
+    matrix: the block maps matrix leaves as matrices (the matrix oracle), so
+      the per-element learning dynamics do not describe them.
   """
 
   zero_is_zero: bool = False
   explicit_dtype: Optional[jnp.dtype] = None
   identity: bool = False
   filter: Optional[FilterSpec] = None
+  matrix: bool = False
 
   def __post_init__(self):
-    for name in ("zero_is_zero", "identity"):
+    for name in ("zero_is_zero", "identity", "matrix"):
       value = getattr(self, name)
       if not isinstance(value, bool):
         raise TypeError(f"{name}={value!r} must be a bool.")

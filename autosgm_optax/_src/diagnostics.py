@@ -482,6 +482,13 @@ def check_blocks(slots: dict, every: Any, every_update: bool) -> None:
       "learning dynamics describe; use debias=True or False, or no "
       "diagnostics."
     )
+  oracle = slots["denominator"]
+  if oracle is not None and oracle.facts.matrix:
+    raise ValueError(
+      "diagnostics: the matrix oracle maps matrix leaves as matrices "
+      "(their polar factor), which the per-element learning dynamics do not "
+      "describe; record without it, or no diagnostics."
+    )
   if every_update:
     return
   for name in ("filter", "denominator", "numerator", "window"):

@@ -10,16 +10,30 @@ from typing import Optional
 from typing import Union
 
 import jax
+import numpy as np
 import optax
+from optax.contrib import MuonDimensionNumbers
 
 from autosgm_optax._src import base as _base
+from autosgm_optax._src import polar as _polar
 from autosgm_optax._src.combinator import scale_by_autosgm
 from autosgm_optax._src.decay import decoupled_decay
 from autosgm_optax._src.denominator import moment_denominator
 from autosgm_optax._src.learning_rate import scale_by_learning_rate
 from autosgm_optax._src.lowpass import lowpass_filter
+from autosgm_optax._src.matrix import matrix_oracle
 
-__all__ = ("sgd", "phb", "nag", "adam", "adamw", "nadam", "qhm", "qhadam")
+__all__ = (
+  "sgd",
+  "phb",
+  "nag",
+  "adam",
+  "adamw",
+  "nadam",
+  "qhm",
+  "qhadam",
+  "muon",
+)
 
 
 def _like_params(dtype: Optional[Any]) -> _base.DTypePolicy:
@@ -433,3 +447,152 @@ def filter_block(
   bound = inspect.signature(preset).bind(*args, **kwargs)
   bound.apply_defaults()
   return _FILTERS[name](bound.arguments)
+
+
+def _muon_labels(dimension_numbers: Any) -> Callable[[Any], Any]:
+  """``optax.contrib.muon``'s partition: "muon" for the leaves its
+  ``muon_weight_dimension_numbers`` names (rank 2 by default), else
+  "adam"."""
+  if dimension_numbers is None:
+    return lambda params: jax.tree.map(
+      lambda x: "muon" if x.ndim == 2 else "adam", params
+    )
+
+  def labels(params):
+    dims = (
+      dimension_numbers(params)
+      if callable(dimension_numbers)
+      else dimension_numbers
+    )
+    return jax.tree.map(
+      lambda rule, sub: jax.tree.map(
+        lambda _: "adam" if rule is None else "muon", sub
+      ),
+      dims,
+      params,
+      is_leaf=lambda x: x is None or isinstance(x, MuonDimensionNumbers),
+    )
+
+  return labels
+
+
+def muon(
+  learning_rate: optax.ScalarOrSchedule,
+  ns_coeffs: Any = _polar.MUON_COEFFS,
+  ns_steps: int = 5,
+  beta: jax.typing.ArrayLike = 0.95,
+  eps: jax.typing.ArrayLike = 1e-8,
+  weight_decay: jax.typing.ArrayLike = 0.0,
+  weight_decay_mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
+  mu_dtype: Optional[Any] = None,
+  *,
+  nesterov: bool = True,
+  adam_b1: jax.typing.ArrayLike = 0.9,
+  adam_b2: jax.typing.ArrayLike = 0.999,
+  adam_eps_root: jax.typing.ArrayLike = 0.0,
+  adam_weight_decay: jax.typing.ArrayLike = 0.0,
+  adam_learning_rate: Optional[optax.ScalarOrSchedule] = None,
+  muon_weight_dimension_numbers: Any = None,
+  consistent_rms: Optional[jax.typing.ArrayLike] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Muon, bit for bit ``optax.contrib.muon`` (its main arguments).
+
+  On the matrix leaves: NAdam's first moment (the filter with pole ``beta``
+  and Nesterov's zero in the quasi-hyperbolic form, debiased per term; with
+  ``nesterov=False`` Adam's, with the exact debias), then the matrix oracle
+  (:func:`autosgm_optax.matrix_oracle`) with Muon's Newton-Schulz quintic
+  and its shape scaling, then decoupled decay with factor 1:
+
+  .. math::
+    u_t = -\mu_t \left(s\, \operatorname{NS}_5(\hat m_t) + \lambda w_t\right),
+    \qquad s = \sqrt{\max(1, \text{fan_out} / \text{fan_in})},
+
+  (``s = c sqrt(max(fan_in, fan_out))`` with ``consistent_rms=c``). The
+  other leaves follow :func:`adamw` (NAdamW with ``nesterov=True``), as in
+  Optax. Optax's ``adaptive`` and non-Frobenius ``preconditioning`` are not
+  offered.
+
+  Args:
+    learning_rate: a number or an ``optax.Schedule``.
+    ns_coeffs: the quintic's coefficients, ``(3,)`` or one row per step, or
+      Optax's preset names ``"standard"`` and ``"dion"``.
+    ns_steps: Newton-Schulz iterations (a table of coefficients runs one
+      step per row).
+    beta: the filter's pole on the matrix leaves.
+    eps: the normalisation's guard, and Adam's ``eps``.
+    weight_decay: decoupled decay of the matrix leaves (times the learning
+      rate).
+    weight_decay_mask: a tree of bools or a callable; False leaves are not
+      decayed.
+    mu_dtype: dtype of the first moments.
+    nesterov: NAdam's first moment (True) or Adam's.
+    adam_b1: the other leaves' filter pole.
+    adam_b2: the other leaves' denominator pole.
+    adam_eps_root: the other leaves' ``eps_root``.
+    adam_weight_decay: the other leaves' decoupled decay.
+    adam_learning_rate: the other leaves' learning rate (default
+      ``learning_rate``).
+    muon_weight_dimension_numbers: which leaves are matrices and how leaves
+      of rank >= 3 are reshaped: a tree of
+      :class:`optax.contrib.MuonDimensionNumbers` (None: Adam), or a
+      callable of the parameters returning one; default: the rank-2 leaves.
+    consistent_rms: None (Muon's width scaling) or ``c`` (consistent RMS).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> from autosgm_optax import presets
+    >>> params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+    >>> g = {"w": jnp.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]),
+    ...      "b": jnp.array([0.1, -0.2, 0.3])}
+    >>> ours = presets.muon(1e-2)
+    >>> theirs = optax.contrib.muon(1e-2)
+    >>> a = ours.update(g, ours.init(params), params)[0]
+    >>> b = theirs.update(g, theirs.init(params), params)[0]
+    >>> all(bool((a[k] == b[k]).all()) for k in a)
+    True
+  """
+  if isinstance(ns_coeffs, str):
+    presets_ = {"standard": _polar.MUON_COEFFS, "dion": _polar.DION_COEFFS}
+    _base.check_choice("ns_coeffs", ns_coeffs, tuple(presets_))
+    ns_coeffs = presets_[ns_coeffs]
+  steps: Optional[int] = ns_steps
+  if np.ndim(ns_coeffs) == 2:  # (Optax keeps the last ns_steps rows)
+    ns_coeffs = tuple(map(tuple, ns_coeffs))[-ns_steps:]
+    steps = None
+  with _base.unchecked():
+    filt = (
+      _adam_filter(beta, mu_dtype, True)
+      if nesterov
+      else _adam_filter(beta, mu_dtype)
+    )
+    oracle = matrix_oracle(
+      "newton_schulz",
+      coeffs=ns_coeffs,
+      steps=steps,
+      eps=eps,
+      dimension_numbers=muon_weight_dimension_numbers,
+      shape_scale="width" if consistent_rms is None else consistent_rms,
+    )
+    decay = decoupled_decay(weight_decay, 1.0, weight_decay_mask)
+  matrices = optax.chain(
+    scale_by_autosgm(filter=filt, denominator=oracle, decay=decay),
+    scale_by_learning_rate(learning_rate),
+  )
+  others = adamw(
+    learning_rate if adam_learning_rate is None else adam_learning_rate,
+    adam_b1,
+    adam_b2,
+    eps,
+    adam_eps_root,
+    mu_dtype,
+    adam_weight_decay,
+    nesterov=nesterov,
+  )
+  return optax.partition(
+    {"muon": matrices, "adam": others},
+    _muon_labels(muon_weight_dimension_numbers),
+  )
