@@ -319,7 +319,10 @@ def test_blocks_survive_copy_deepcopy_and_replace(name):
   block = factory(**kwargs)
   params, grads = _problem(jnp.float32)
   expected, _ = block.update(grads, block.init(params), params)
-  for other in (copy.copy(block), copy.deepcopy(block), block._replace()):
+  leaves, treedef = jax.tree.flatten(block)
+  for other in (copy.copy(block), copy.deepcopy(block), block._replace(),
+                jax.tree.map(lambda x: x, block),
+                jax.tree.unflatten(treedef, leaves)):
     assert isinstance(other, asgm.AutoSGMBlock)
     assert (other.kind, other.info, other.last) == (
         block.kind, block.info, block.last)
@@ -330,6 +333,15 @@ def test_blocks_survive_copy_deepcopy_and_replace(name):
   assert renamed.kind == block.kind and renamed.apply is block.apply
   with pytest.raises(TypeError, match="made from its apply"):
     block._replace(update=block.update)
+  # As an Optax transformation, init and update are its pytree leaves; a map
+  # that replaces the update gives an Optax transformation, and the raw
+  # constructor refuses a block without its BlockUpdate.
+  assert leaves == [block.init, block.update]
+  plain = jax.tree.map(lambda x: x if x is block.init else (lambda *a: a),
+                       block)
+  assert type(plain) is optax.GradientTransformationExtraArgs
+  with pytest.raises(TypeError, match="BlockUpdate"):
+    asgm.AutoSGMBlock._make((block.init, block.apply))
   # A whole optimizer holding blocks copies too (config systems, Orbax).
   tx = copy.deepcopy(asgm.autosgm(LR, gamma=0.5, numerator="correlation"))
   tx.update(grads, tx.init(params), params)

@@ -302,8 +302,9 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
   the denominator's ``d``, the numerator's ``a``, the window's ``F``;
   undefined before the first update), which the summary-level diagnostics
   read instead of keeping ``alpha(t-1)``. The block reads them as
-  attributes (``block.kind``, ...); ``_make`` (the tuple's raw constructor)
-  is not a way to build one.
+  attributes (``block.kind``, ...); ``_make`` takes ``(init, update)`` with
+  ``update`` a :class:`BlockUpdate` (``jax.tree.map`` over a block gives a
+  block back).
 
   Used alone the block runs ``apply`` on a signal made from its input.
   Blocks survive ``copy.copy``, ``copy.deepcopy``, pickling (where their
@@ -384,6 +385,34 @@ class AutoSGMBlock(optax.GradientTransformationExtraArgs):
 
   def __repr__(self) -> str:
     return f"AutoSGMBlock(kind={self.kind!r}, facts={self.facts!r})"
+
+  @classmethod
+  def _make(cls, iterable) -> "AutoSGMBlock":
+    """From ``(init, update)`` with ``update`` a :class:`BlockUpdate` (how
+    ``jax.tree`` rebuilds a block); anything else is refused."""
+    init, update = iterable
+    if not isinstance(update, BlockUpdate) or not callable(init):
+      raise TypeError(
+        f"an AutoSGMBlock is made of init and a BlockUpdate, got {init!r} "
+        f"and {update!r}; build one with AutoSGMBlock(init, apply, kind)."
+      )
+    return tuple.__new__(cls, (init, update))
+
+
+def _unflatten_block(_, children) -> Any:
+  # A map that keeps the BlockUpdate keeps a block; one that replaces the
+  # update (as it may an Optax transformation's) gets an Optax one.
+  init, update = children
+  if isinstance(update, BlockUpdate):
+    return AutoSGMBlock._make((init, update))
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+# As for an Optax transformation, init and update are the pytree's leaves;
+# jax.tree.map and unflattening give a block back.
+jax.tree_util.register_pytree_node(
+  AutoSGMBlock, lambda b: ((b.init, b.update), None), _unflatten_block
+)
 
 
 # ---------------------------------------------------------------------------
