@@ -29,7 +29,9 @@ from autosgm_optax._src.learning_rate import ScaleByLearningRateState
 from autosgm_optax._src.learning_rate import scale_by_learning_rate
 from autosgm_optax._src.lowpass import LowpassFilterState
 from autosgm_optax._src.lowpass import lowpass_filter
+from autosgm_optax._src.matrix import MatrixNumeratorState
 from autosgm_optax._src.matrix import MatrixOracleState
+from autosgm_optax._src.matrix import matrix_numerator
 from autosgm_optax._src.matrix import matrix_oracle
 from autosgm_optax._src.numerator import CorrelationNumeratorState
 from autosgm_optax._src.numerator import correlation_numerator
@@ -73,6 +75,7 @@ __all__ = (
   "Dynamics",
   "LIKE_PARAMS",
   "LowpassFilterState",
+  "MatrixNumeratorState",
   "MatrixOracleState",
   "MomentDenominatorState",
   "ScaleByAutoSGMState",
@@ -93,6 +96,7 @@ __all__ = (
   "from_torch_config",
   "learning_dynamics",
   "lowpass_filter",
+  "matrix_numerator",
   "matrix_oracle",
   "moment_denominator",
   "numerator_values",

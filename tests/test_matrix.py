@@ -125,9 +125,10 @@ def test_the_oracle_maps_matrices_and_falls_back_elsewhere(method):
   for k in ("b1", "w2", "b2"):
     ref, _ = denominator.update(grads[k], denominator.init(grads[k]))
     close(out[k], ref)
-  # the element-wise state holds the other leaves only
+  # the element-wise state holds the other leaves only (empty placeholders
+  # at the matrix leaves keep the parameters' structure)
   nu = state.elementwise.nu
-  assert nu["w1"] is None and nu["heads"] is None
+  assert nu["w1"].shape == nu["heads"].shape == (0,)
   assert nu["w2"].shape == (24, 3)
 
 
@@ -207,3 +208,94 @@ def test_the_oracle_runs_under_jit_without_recompiling():
     params, state = step(params, state)
   assert len(traces) == 1
   assert float(loss(params)) < float(loss(_problem()[0]))
+
+
+def _numpy_scalar_numerator(w, v, eps=1e-8):
+  """The original's a = max(min(||W V^T||_F, ||W W^T||_F, 1), eps), in the
+  orientation of the smaller Gram matrix, in float64."""
+  w, v = np.asarray(w, np.float64), np.asarray(v, np.float64)
+  if w.shape[0] > w.shape[1]:
+    w, v = w.T, v.T
+  return max(min(np.linalg.norm(w @ v.T), np.linalg.norm(w @ w.T), 1.0), eps)
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.3, 3.0, 0.0])
+def test_the_scalar_numerator_against_numpy(scale):
+  rng = np.random.default_rng(3)
+  params = {"wide": jnp.asarray(rng.normal(size=(3, 7)) * scale, jnp.float32),
+            "tall": jnp.asarray(rng.normal(size=(8, 2)) * scale, jnp.float32),
+            "bias": jnp.ones(4)}
+  grads = jax.tree.map(
+      lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+  block = asgm.matrix_numerator()
+  u, _ = block.update(grads, block.init(params), params)
+  for k in ("wide", "tall"):
+    a = _numpy_scalar_numerator(params[k], grads[k])
+    np.testing.assert_allclose(u[k], a * np.asarray(grads[k]), rtol=2e-6)
+  np.testing.assert_array_equal(u["bias"], grads["bias"])  # a = 1
+
+
+def test_the_scalar_numerator_per_matrix_of_a_stack():
+  rng = np.random.default_rng(4)
+  w = jnp.asarray(rng.normal(size=(2, 5, 3)) * 0.2, jnp.float32)
+  g = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+  rule = MuonDimensionNumbers(1, 2)  # axis 0 is the batch
+  block = asgm.matrix_numerator(dimension_numbers={"w": rule})
+  u, _ = block.update({"w": g}, block.init({"w": w}), {"w": w})
+  for i in range(2):
+    a = _numpy_scalar_numerator(w[i], g[i])
+    np.testing.assert_allclose(u["w"][i], a * np.asarray(g[i]), rtol=2e-6)
+
+
+def test_autosgm_matrix_path_first_step():
+  # At the first step the debiased filter passes g (gamma = 0): a matrix
+  # leaf moves by -lr polar(g) (times the scalar numerator when asked); a
+  # vector by the element-wise path, the same as without the matrix path.
+  params, loss = _problem()
+  grads = jax.grad(loss)(params)
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                  atol=1e-7)
+  plain = asgm.autosgm(LR, numerator="correlation")
+  u_plain, _ = plain.update(grads, plain.init(params), params)
+  for scalar in (False, True):
+    tx = asgm.autosgm(LR, numerator="correlation", matrix="svd",
+                      matrix_numerator=scalar)
+    u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    for k in ("w1", "w2"):
+      a = _numpy_scalar_numerator(params[k], polar.svd_polar(grads[k]))
+      close(u[k], -LR * (a if scalar else 1.0) * polar.svd_polar(grads[k]))
+    for k in ("b1", "b2", "heads"):  # rank 3 without a rule: element-wise
+      close(u[k], u_plain[k])
+
+
+def test_autosgm_matrix_path_trains_without_recompiling():
+  params, loss = _problem()
+  tx = asgm.autosgm(LR, gamma=0.5528, numerator="correlation",
+                    matrix="newton_schulz", matrix_numerator=True,
+                    matrix_dimension_numbers=HEADS,
+                    window=asgm.raised_cosine_window(200))
+  traces = []
+
+  @jax.jit
+  def step(p, s):
+    traces.append(1)
+    u, s = tx.update(jax.grad(loss)(p), s, p)
+    return optax.apply_updates(p, u), s
+
+  state = tx.init(params)
+  start = float(loss(params))
+  for _ in range(100):
+    params, state = step(params, state)
+  assert len(traces) == 1
+  assert float(loss(params)) < 0.8 * start
+
+
+def test_autosgm_matrix_arguments_refused():
+  with pytest.raises(ValueError, match="matrix='qr'"):
+    asgm.autosgm(LR, matrix="qr")
+  with pytest.raises(ValueError, match="denominator=False"):
+    asgm.autosgm(LR, matrix="svd", denominator=False)
+  with pytest.raises(ValueError, match="matrix_numerator=True"):
+    asgm.autosgm(LR, matrix_numerator=True)
+  with pytest.raises(TypeError, match="matrix_numerator=1"):
+    asgm.autosgm(LR, matrix="svd", matrix_numerator=1)

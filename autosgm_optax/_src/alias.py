@@ -9,6 +9,7 @@ from typing import Optional
 import optax
 
 from autosgm_optax._src import base as _base
+from autosgm_optax._src import polar as _polar
 from autosgm_optax._src.combinator import scale_by_autosgm
 from autosgm_optax._src.decay import Mask
 from autosgm_optax._src.decay import coupled_decay
@@ -16,6 +17,9 @@ from autosgm_optax._src.decay import decoupled_decay
 from autosgm_optax._src.denominator import moment_denominator
 from autosgm_optax._src.learning_rate import scale_by_learning_rate
 from autosgm_optax._src.lowpass import lowpass_filter
+from autosgm_optax._src.matrix import elementwise_mask
+from autosgm_optax._src.matrix import matrix_numerator as matrix_numerator_block
+from autosgm_optax._src.matrix import matrix_oracle
 from autosgm_optax._src.numerator import ESTIMATORS
 from autosgm_optax._src.numerator import correlation_numerator
 from autosgm_optax._src.window import Window
@@ -48,6 +52,9 @@ def autosgm(
   filter_dtype: Optional[Any] = None,
   diagnostics: Optional[str] = None,
   diagnostics_every: int = 1,
+  matrix: Optional[str] = None,
+  matrix_dimension_numbers: Any = None,
+  matrix_numerator: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AutoSGM: a lowpass filter and an iteration-dependent learning rate.
 
@@ -135,6 +142,15 @@ def autosgm(
       :func:`learning_dynamics`.
     diagnostics_every: record the summary on every this-many updates only
       (see :func:`scale_by_autosgm`).
+    matrix: None, or the matrix oracle's method (``"newton_schulz"``,
+      ``"cubic"``, ``"lakic"``, ``"svd"``): matrix leaves then step along
+      the polar factor of their filtered gradient
+      (:func:`matrix_oracle`, docs/matrix.md), the other leaves as above;
+      a ``numerator`` then runs on the other leaves only.
+    matrix_dimension_numbers: which leaves are matrices (see
+      :func:`matrix_oracle`); default the rank-2 leaves.
+    matrix_numerator: the original code's scalar numerator on the matrix
+      leaves (:func:`matrix_numerator`; ``a = 1`` there otherwise).
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -177,6 +193,21 @@ def autosgm(
     if not isinstance(flag, bool):
       raise TypeError(f"{name}={flag!r} must be a bool.")
 
+  if matrix is not None:
+    _base.check_choice("matrix", matrix, _polar.METHODS)
+    if not denominator:
+      raise ValueError(
+        f"matrix={matrix!r} with denominator=False: the matrix oracle takes "
+        "the denominator's slot (the moment denominator stays on the leaves "
+        "that are not matrices); keep denominator=True."
+      )
+  if not isinstance(matrix_numerator, bool):
+    raise TypeError(f"matrix_numerator={matrix_numerator!r} must be a bool.")
+  if matrix_numerator and matrix is None:
+    raise ValueError(
+      "matrix_numerator=True needs the matrix oracle: give matrix= (e.g. "
+      "'newton_schulz')."
+    )
   _base.check_dtype_policy("filter_dtype", filter_dtype)
   filter_block = lowpass_filter(
     beta, gamma, eta, debias=debias, dtype=filter_dtype
@@ -184,6 +215,13 @@ def autosgm(
   denominator_block = (
     moment_denominator(moment_beta, eps, eps_root) if denominator else None
   )
+  if matrix is not None:
+    denominator_block = matrix_oracle(
+      matrix,
+      eps=eps,
+      dimension_numbers=matrix_dimension_numbers,
+      elementwise=denominator_block,
+    )
   numerator_block = (
     None
     if numerator == "unity"
@@ -199,6 +237,27 @@ def autosgm(
       mask=numerator_mask,
     )
   )
+  if matrix is not None and (matrix_numerator or numerator_block is not None):
+    # The element-wise numerator on the other leaves only (masked out of the
+    # matrix leaves); on the matrix leaves the scalar numerator, or a = 1.
+    if numerator_block is not None:
+      numerator_block = correlation_numerator(
+        numerator,
+        beta=numerator_beta,
+        moment_beta=moment_beta,
+        huber_k=huber_k,
+        average=numerator_average,
+        smoothing=numerator_smoothing,
+        keep_axes=numerator_keep_axes,
+        eps=eps,
+        mask=elementwise_mask(matrix_dimension_numbers, numerator_mask),
+      )
+    numerator_block = matrix_numerator_block(
+      eps,
+      dimension_numbers=matrix_dimension_numbers,
+      elementwise=numerator_block,
+      scalar=matrix_numerator,
+    )
   # Always a decay block, so that the state has one layout whatever the
   # rate (an array rate under inject_hyperparams); a plain 0 does no work
   # and reads no parameters.

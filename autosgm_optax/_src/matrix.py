@@ -24,6 +24,7 @@ from typing import Union
 
 import jax
 import jax.numpy as jnp
+import optax
 from optax.contrib import MuonDimensionNumbers
 
 from autosgm_optax._src import base as _base
@@ -92,11 +93,40 @@ def _routes(dimension_numbers: Rules, mask: Any, tree: Any) -> list:
   return [r if bool(f) else False for r, f in zip(rules, flags)]
 
 
+def elementwise_mask(dimension_numbers: Rules, mask: Any = None) -> Callable:
+  """A mask (a callable of the parameters) that is True on the leaves that
+  take the element-wise path and ``mask`` (a tree of bools, a callable or
+  None) keeps."""
+
+  def of(params):
+    routes = _rules(dimension_numbers, params)
+    leaves, treedef = jax.tree.flatten(params)
+    keep = [True] * len(leaves)
+    if mask is not None:
+      tree = mask(params) if callable(mask) else mask
+      keep = jax.tree.leaves(
+        jax.tree.map(
+          lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params
+        )
+      )
+    return jax.tree.unflatten(
+      treedef, [bool(k) and r is False for k, r in zip(keep, routes)]
+    )
+
+  return of
+
+
 def _split(tree: Any, routes: list) -> Any:
-  """``tree`` with its matrix leaves replaced by None."""
+  """``tree`` with its matrix leaves replaced by empty placeholders (shape
+  ``(0,)``): the element-wise block's state keeps the parameters' structure
+  (so that the backend can take it leaf by leaf) and costs nothing there."""
   leaves, treedef = jax.tree.flatten(tree)
   return jax.tree.unflatten(
-    treedef, [None if r is not False else x for x, r in zip(leaves, routes)]
+    treedef,
+    [
+      jnp.zeros((0,), x.dtype) if r is not False else x
+      for x, r in zip(leaves, routes)
+    ],
   )
 
 
@@ -264,5 +294,125 @@ def matrix_oracle(
     facts=_base.BlockFacts(
       explicit_dtype=elementwise.facts.explicit_dtype, matrix=True
     ),
+    last=None,
+  )
+
+
+class MatrixNumeratorState(NamedTuple):
+  """State of :func:`matrix_numerator`: the element-wise numerator's state
+  over the leaves that are not matrices (``optax.EmptyState()`` without
+  one)."""
+
+  elementwise: Any
+
+
+def _scalar_numerator(w, v, rule, eps):
+  """``max(min(||w v^H||_F, ||w w^H||_F, 1), eps)`` per matrix of ``w``, in
+  the orientation of the smaller Gram matrix; broadcast to ``w``'s shape
+  for a stack, a scalar for one matrix."""
+  reshape, inverse = _polar.matrix_reshape(w, rule)
+  compute = jnp.promote_types(w.dtype, jnp.float32)
+  ws, vs = reshape(w.astype(compute)), reshape(v.astype(compute))
+  if ws.shape[1] > ws.shape[2]:
+    ws, vs = ws.swapaxes(1, 2), vs.swapaxes(1, 2)
+  gram = lambda a, b: a @ b.swapaxes(1, 2).conj()
+  norm = lambda m: jnp.sqrt(jnp.sum(jnp.abs(m) ** 2, axis=(1, 2)))
+  a = jnp.minimum(jnp.minimum(norm(gram(ws, vs)), norm(gram(ws, ws))), 1)
+  a = jnp.maximum(a, eps)
+  if a.shape[0] == 1:
+    return a[0]
+  return inverse(jnp.broadcast_to(a[:, None, None], reshape(w).shape))
+
+
+def matrix_numerator(
+  eps: Any = 1e-8,
+  *,
+  dimension_numbers: Rules = None,
+  mask: Any = None,
+  elementwise: Optional[_base.AutoSGMBlock] = None,
+  scalar: bool = True,
+) -> _base.AutoSGMBlock:
+  r"""The original AutoSGM code's scalar numerator of a matrix leaf.
+
+  (The ``elementwise`` numerator sees every leaf: give it a ``mask`` that
+  leaves the matrix leaves out, as :func:`autosgm_optax.autosgm` does
+  (:func:`elementwise_mask`), or it estimates those leaves for nothing.)
+
+  .. math::
+    a = \max\left(\min\left(\lVert W V^\top \rVert_F,
+        \lVert W W^\top \rVert_F, 1\right), \epsilon\right)
+
+  per matrix, from the parameters ``W`` and the direction ``V`` the blocks
+  before it made (after :func:`matrix_oracle`, the polar factor), computed
+  in the orientation of the smaller Gram matrix (a tall ``W`` is taken
+  transposed; the original used the matrix as stored). It is free of the
+  learning rate (docs/algorithm.md, section 4) and scales the whole update
+  of the leaf, decoupled decay included, as every numerator. A zero matrix
+  gets ``eps``. Leaves that are not matrices (the same rules as
+  :func:`matrix_oracle`: pass it the same ``dimension_numbers`` and
+  ``mask``) take the ``elementwise`` numerator, or ``a = 1`` without one.
+
+  Args:
+    eps: the floor of ``a``, ``> 0``.
+    dimension_numbers: which leaves are matrices, as for
+      :func:`matrix_oracle`.
+    mask: a tree of bools (or a callable) where False sends a leaf to the
+      element-wise numerator.
+    elementwise: None (``a = 1`` there) or a
+      :func:`correlation_numerator` for the other leaves.
+    scalar: False leaves the matrix leaves at ``a = 1`` (the element-wise
+      numerator still runs on the others).
+
+  Returns:
+    An :class:`AutoSGMBlock` of kind ``"numerator"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import autosgm_optax as asgm
+    >>> core = asgm.scale_by_autosgm(
+    ...     denominator=asgm.matrix_oracle("svd"),
+    ...     numerator=asgm.matrix_numerator())
+    >>> params = {"w": 0.1 * jnp.eye(2)}
+    >>> u, _ = core.update({"w": jnp.eye(2)}, core.init(params), params)
+    >>> u["w"]  # a = min(||0.1 I||_F, ||0.01 I||_F, 1) = 0.01 sqrt(2)
+    Array([[0.01414214, 0.        ],
+           [0.        , 0.01414214]], dtype=float32)
+  """
+  _base.check_range("eps", eps, 0.0, None, low_open=True)
+  if not isinstance(scalar, bool):
+    raise TypeError(f"scalar={scalar!r} must be a bool.")
+  if elementwise is not None:
+    _base.check_slots(numerator=elementwise)
+
+  def init_fn(params):
+    if elementwise is None:
+      return MatrixNumeratorState(optax.EmptyState())
+    return MatrixNumeratorState(elementwise.init(params))
+
+  def apply_fn(signal, state, params):
+    _base.require_params(params, "matrix_numerator")
+    leaves, treedef = jax.tree.flatten(signal.grad)
+    routes = _routes(dimension_numbers, mask, signal.grad)
+    others = [None] * len(leaves)
+    inner_state = state.elementwise
+    if elementwise is not None:
+      inner, inner_state = elementwise.apply(signal, state.elementwise, params)
+      if inner.numerator is not None:
+        others = treedef.flatten_up_to(inner.numerator)
+    ws = treedef.flatten_up_to(params)
+    vs = treedef.flatten_up_to(signal.direction)
+    a = [
+      o if r is False or not scalar else _scalar_numerator(w, v, r, eps)
+      for w, v, o, r in zip(ws, vs, others, routes)
+    ]
+    return (
+      signal._replace(numerator=treedef.unflatten(a)),
+      MatrixNumeratorState(inner_state),
+    )
+
+  return _base.AutoSGMBlock(
+    init_fn,
+    apply_fn,
+    kind="numerator",
     last=None,
   )
