@@ -13,6 +13,9 @@ Nothing runs on import (pytest's ``--doctest-modules`` imports this file).
     python tests/sharding_workers.py distributed PROCESS_ID PORT
         one of two processes (4 virtual devices each) on JAX's distributed
         runtime, coordinator on 127.0.0.1:PORT, one global 8-device mesh.
+    python tests/sharding_workers.py matrix
+        8 virtual devices: presets.muon and matrix_oracle with sharded
+        matrix leaves (issue 19), against one device.
 
 Every optimizer is checked against a single-device run of itself. To keep
 the compile count (the cost on 2 cores) low, the optimizers of a check run
@@ -637,9 +640,294 @@ def main(argv):
     result = main_mesh()
   elif mode == "distributed":
     result = main_distributed(int(argv[2]), int(argv[3]))
+  elif mode == "matrix":
+    result = main_matrix()
   else:
     raise SystemExit(f"unknown mode {mode!r}")
   print("\nRESULT " + json.dumps(result), flush=True)
+
+
+
+# ---------------------------------------------------------------------------
+# mode "matrix": the matrix oracle under sharding (issue 19)
+#
+# matrix_oracle and presets.muon replace a matrix leaf's filtered gradient by
+# its polar factor: a global function of the whole matrix (its Frobenius
+# norm, Gram matrices X X^T, their products, or an SVD). Sharded over a
+# mesh, those reductions run per shard and then across devices; the result
+# must still be the single-device one, to round-off.
+
+from optax.contrib import MuonDimensionNumbers  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+MATRIX_STEPS = 20
+MATRIX_LR = 0.02
+MATRIX_BATCH = 128
+#: "rows" is sharded on its rows (the reduction axis of x @ rows), "cols" on
+#: its columns (the reduction axis of h @ cols^T), "heads" (8 matrices of
+#: 16 x 24 under a rank-3 rule) on its batch axis, "b" (a vector: the
+#: element-wise path) too; one mesh axis "x" of 8 devices.
+MATRIX_SHAPES = {"rows": (64, 48), "cols": (64, 48), "heads": (8, 16, 24),
+                 "b": (48,)}
+MATRIX_SPECS = {"rows": ("x", None), "cols": (None, "x"),
+                "heads": ("x", None, None), "b": ("x",)}
+MATRIX_RULES = {"rows": MuonDimensionNumbers(0, 1),
+                "cols": MuonDimensionNumbers(0, 1),
+                "heads": MuonDimensionNumbers(1, 2), "b": None}
+MATRIX_METHODS = ("newton_schulz", "cubic", "lakic", "svd")
+
+
+def matrix_configs():
+  """presets.muon and scale_by_autosgm with each oracle (fresh instances)."""
+  txs = {"muon": asgm.presets.muon(
+      MATRIX_LR, muon_weight_dimension_numbers=MATRIX_RULES)}
+  for m in MATRIX_METHODS:
+    txs[f"oracle_{m}"] = optax.chain(
+        asgm.scale_by_autosgm(
+            filter=asgm.lowpass_filter(0.95),
+            denominator=asgm.matrix_oracle(m, dimension_numbers=MATRIX_RULES)),
+        asgm.scale_by_learning_rate(MATRIX_LR))
+  return txs
+
+
+def matrix_problem(seed=5):
+  """A two-layer model (x @ rows, tanh, @ cols^T) on a fixed batch, the
+  heads pulled towards moving targets, and a quadratic pull on every leaf
+  (so that every gradient has full rank: a polar factor of a rank-deficient
+  matrix is discontinuous where its zero singular values sit)."""
+  rng = np.random.default_rng(seed)
+  params = {k: (0.3 * rng.normal(size=s)).astype(np.float32)
+            for k, s in MATRIX_SHAPES.items()}
+  data = {"x": rng.normal(size=(MATRIX_BATCH, 64)).astype(np.float32),
+          "y": rng.normal(size=(MATRIX_BATCH, 64)).astype(np.float32)}
+  data.update({f"t_{k}": rng.normal(size=s).astype(np.float32)
+               for k, s in MATRIX_SHAPES.items()})
+  return params, data
+
+
+def matrix_loss(p, d, phase):
+  # (the contractions run over sharded axes: under explicit axes the
+  # output's sharding must be named; replicated here, under a mesh)
+  out = None if jax.sharding.get_abstract_mesh().empty else P()
+  h = jnp.tanh(jnp.matmul(d["x"], p["rows"], out_sharding=out) + p["b"])
+  z = jnp.matmul(h, p["cols"].T, out_sharding=out)
+  total = 0.5 * jnp.mean((z - phase * d["y"]) ** 2)
+  for k in sorted(p):
+    total = total + 0.05 * jnp.mean((p[k] - phase * d[f"t_{k}"]) ** 2)
+  total = total + 0.05 * jnp.sum(
+      jnp.mean(jnp.sin(p["heads"]), axis=(1, 2)) ** 2)
+  return total
+
+
+def matrix_make_all(txs):
+  def init(params):
+    return {n: tx.init(params[n]) for n, tx in txs.items()}
+
+  def step(params, states, data, phase):
+    new_p, new_s = {}, {}
+    for n, tx in txs.items():
+      g = jax.grad(matrix_loss)(params[n], data, phase)
+      u, new_s[n] = tx.update(g, states[n], params[n])
+      new_p[n] = optax.apply_updates(params[n], u)
+    return new_p, new_s
+
+  return init, step
+
+
+def matrix_param_key(path):
+  for entry in reversed(path):
+    if isinstance(entry, jax.tree_util.DictKey) and entry.key in MATRIX_SHAPES:
+      return entry.key
+  return None
+
+
+def matrix_placement_problems(tree, params, where):
+  """``placement_problems`` for the matrix problem's leaves."""
+  problems = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    name = f"{where}{jax.tree_util.keystr(path)}"
+    if not leaf.is_fully_addressable:
+      problems.append(f"{name}: not fully addressable")
+      continue
+    key = matrix_param_key(path)
+    if key is not None and leaf.shape == params[key].shape:
+      want = params[key].sharding
+      if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
+        problems.append(f"{name}: sharding {leaf.sharding.spec} != the "
+                        f"parameter's {want.spec}")
+    elif leaf.size == 1 and not leaf.sharding.is_fully_replicated:
+      problems.append(f"{name}: one-element leaf not replicated "
+                      f"({leaf.sharding})")
+  return problems
+
+
+def matrix_state_shardings(abstract_state, param_shardings, mesh):
+  def pick(path, leaf):
+    key = matrix_param_key(path)
+    if key is not None and tuple(leaf.shape) == MATRIX_SHAPES[key]:
+      return param_shardings[key]
+    return NamedSharding(mesh, P())
+  return jax.tree_util.tree_map_with_path(pick, abstract_state)
+
+
+def matrix_leaf_errors(got, want):
+  """Per configuration and parameter: the worst ``rel_err`` over the
+  parameter and its per-element state buffers."""
+  out = {}
+  for name in want[0]:
+    per = {k: rel_err(got[0][name][k], want[0][name][k])
+           for k in MATRIX_SHAPES}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(got[1][name]):
+      key = matrix_param_key(path)
+      ref = want[1][name]
+      for entry in path:
+        ref = ref[entry.key] if isinstance(
+            entry, jax.tree_util.DictKey) else (
+                ref[entry.idx] if isinstance(entry, jax.tree_util.SequenceKey)
+                else getattr(ref, entry.name))
+      slot = key if key is not None else "scalars"
+      per[slot] = max(per.get(slot, 0.0), rel_err(leaf, ref))
+    out[name] = per
+  return out
+
+
+def matrix_shardings(mesh, layout=None):
+  """The parameters' shardings: every leaf sharded as ``MATRIX_SPECS`` says,
+  or (``layout``, a key) only that leaf, the others replicated."""
+  return {k: NamedSharding(mesh, P(*MATRIX_SPECS[k]) if layout in (None, k)
+                           else P()) for k in MATRIX_SHAPES}
+
+
+def matrix_training(history):
+  """The matrix problem on an auto-axes mesh of 8 devices against
+  ``history`` (the single-device run): the worst error per configuration
+  and leaf over every step, the placement of params and state after init
+  and every step, the jitted step's compile count after 1, 2 and all
+  steps, and the leaves whose spec the first step changed."""
+  mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Auto,))
+  txs = matrix_configs()
+  init, step = matrix_make_all(txs)
+  host_params, host_data = matrix_problem()
+  errors = {}
+  problems = []
+  compiles = []
+  respecced = []
+
+  def record(got, want):
+    for name, per in matrix_leaf_errors(got, want).items():
+      for k, e in per.items():
+        worst = errors.setdefault(name, {}).setdefault(k, 0.0)
+        if not e <= worst:
+          errors[name][k] = e  # (a NaN is kept)
+
+  with jax.set_mesh(mesh):
+    shardings = matrix_shardings(mesh)
+    params0 = {k: jax.device_put(v, shardings[k])
+               for k, v in host_params.items()}
+    data = {k: jax.device_put(v, NamedSharding(mesh, P()))
+            for k, v in host_data.items()}
+    params = copies(params0, txs)
+    abstract = jax.eval_shape(init, params)
+    states = jax.jit(init, out_shardings=matrix_state_shardings(
+        abstract, shardings, mesh))(params)
+    problems += matrix_placement_problems(states, params0, "init")
+    # eager init (as nnx.Optimizer does) places the state too
+    problems += matrix_placement_problems(init(params), params0,
+                                          "eager init")
+    jstep = jax.jit(step)
+    for i in range(MATRIX_STEPS):
+      before = (params, states)
+      params, states = jstep(params, states, data, phase_of(i))
+      if i == 0:
+        respecced = [
+            f"{jax.tree_util.keystr(k)}: {a.sharding.spec} -> "
+            f"{b.sharding.spec}"
+            for (k, a), b in zip(jax.tree_util.tree_leaves_with_path(before),
+                                 jax.tree.leaves((params, states)))
+            if a.sharding != b.sharding]
+      if i < 2:
+        compiles.append(jstep._cache_size())  # pylint: disable=protected-access
+      problems += matrix_placement_problems(params, params0, f"step {i} ")
+      problems += matrix_placement_problems(states, params0, f"step {i} ")
+      record(jax.device_get((params, states)), history[i + 1])
+    compiles.append(jstep._cache_size())  # pylint: disable=protected-access
+  moved = {n: max_change(history[-1][0][n], history[0][0][n]) for n in txs}
+  return dict(errors=errors, problems=problems[:20], n_problems=len(problems),
+              compiles=compiles, respecced_by_first_step=respecced[:12],
+              n_respecced=len(respecced), moved=moved)
+
+
+def matrix_controls():
+  """Optax on the same problem under the same auto mesh: the jitted step's
+  compile count after 3 steps, for optax.adam and optax.contrib.muon."""
+  mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Auto,))
+  host_params, host_data = matrix_problem()
+  out = {}
+  with jax.set_mesh(mesh):
+    shardings = matrix_shardings(mesh)
+    params0 = {k: jax.device_put(v, shardings[k])
+               for k, v in host_params.items()}
+    data = {k: jax.device_put(v, NamedSharding(mesh, P()))
+            for k, v in host_data.items()}
+    for name, tx in (("optax.adam", optax.adam(MATRIX_LR)),
+                     ("optax.contrib.muon", optax.contrib.muon(
+                         MATRIX_LR,
+                         muon_weight_dimension_numbers=MATRIX_RULES))):
+      init, step = matrix_make_all({name: tx})
+      jstep = jax.jit(step)
+      params = {name: params0}
+      states = init(params)
+      for i in range(3):
+        params, states = jstep(params, states, data, phase_of(i))
+      out[name] = jstep._cache_size()  # pylint: disable=protected-access
+  return out
+
+
+def matrix_explicit_traces():
+  """Under an explicit-axes mesh (the sharding part of the type), whether
+  the step traces, per configuration and per sharded leaf (the others
+  replicated): "ok" or the error's first line; optax.contrib.muon (the
+  matrix leaves only) as the control."""
+  mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
+  host_params, host_data = matrix_problem()
+  txs = dict(matrix_configs(), **{"optax.contrib.muon": optax.contrib.muon(
+      MATRIX_LR, muon_weight_dimension_numbers=MATRIX_RULES)})
+  out = {}
+  with jax.set_mesh(mesh):
+    data = {k: jax.device_put(v, NamedSharding(mesh, P()))
+            for k, v in host_data.items()}
+    for layout in ("rows", "cols", "heads"):
+      shardings = matrix_shardings(mesh, layout)
+      params = {k: jax.device_put(v, shardings[k])
+                for k, v in host_params.items()}
+      for name, tx in txs.items():
+        init, step = matrix_make_all({name: tx})
+        try:
+          states = init({name: params})
+          jax.jit(step).trace({name: params}, states, data, phase_of(0))
+          out[f"{layout}: {name}"] = "ok"
+        except Exception as e:  # pylint: disable=broad-except
+          out[f"{layout}: {name}"] = (
+              f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+  return out
+
+
+def main_matrix():
+  host_params, host_data = matrix_problem()
+  dev = jax.local_devices()[0]
+  txs = matrix_configs()
+  init, step = matrix_make_all(txs)
+  p = jax.device_put(copies(host_params, txs), dev)
+  d = jax.device_put(host_data, dev)
+  states = jax.jit(init)(p)
+  step = jax.jit(step)
+  history = [jax.device_get((p, states))]
+  for i in range(MATRIX_STEPS):
+    p, states = step(p, states, d, phase_of(i))
+    history.append(jax.device_get((p, states)))
+  return {"device_count": jax.device_count(),
+          "matrix_auto": capture(matrix_training, history),
+          "matrix_controls": capture(matrix_controls),
+          "matrix_explicit": capture(matrix_explicit_traces)}
 
 
 if __name__ == "__main__":
