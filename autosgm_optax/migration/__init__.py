@@ -54,9 +54,19 @@ The other numerator options keep ``autosgm``'s defaults, which are the
 original's: per-leaf ("layer-aware") averaging, smoothing pole 0.1, Huber
 ``k = 4`` with ``E|p|`` on the moment pole. Options the original takes
 outside the tuples: ``maximize`` is ``autosgm``'s keyword of that name
-(``autosgm(**torch_config_kwargs(...), maximize=True)``); the 2-D matrix
-variant (``mix_cfg``) and the debug history (``dbg``) have no counterpart
-here.
+(``autosgm(**torch_config_kwargs(...), maximize=True)``); the debug history
+(``dbg``) has no counterpart here. The 2-D matrix variant ``mix_cfg = (mix,
+avg, lr0, pole, zero)`` is read by :func:`from_torch_config`: with ``mix``
+the original's matrix leaves (rank >= 2 taken as ``(shape[0], rest)``,
+``4 <= min dim``, ``max dim <= 2048``) step along the polar factor of their
+own filter's output (pole ``pole``, zero ``zero``, gain 1, no debias) by the
+original's Lakic iteration (``matrix_oracle("lakic")``), times the scalar
+numerator ``max(min(||W V^T||_F, ||W W^T||_F, 1), eps)`` for ``num_lrc`` 1
+and 2, with learning rate ``lr0``, in an ``optax.partition`` beside
+``autosgm(...)``. Not copied from the original's matrix path: its crash on
+leaves of rank 0 and >= 3, its reshaping of tall matrices (they are
+transposed), and ``avg``'s two EMAs sharing one buffer (``avg=True`` is
+refused).
 
 The translation reproduces the original's arithmetic wherever the original
 has no defect. Deliberate differences (docs/algorithm.md, section 10):

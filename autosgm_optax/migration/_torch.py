@@ -8,11 +8,20 @@ from typing import Any
 from typing import Optional
 from typing import Sequence
 
+import jax
 import numpy as np
 import optax
+from optax.contrib import MuonDimensionNumbers
 
 from autosgm_optax._src import base as _base
 from autosgm_optax._src.alias import autosgm
+from autosgm_optax._src.combinator import scale_by_autosgm
+from autosgm_optax._src.decay import coupled_decay
+from autosgm_optax._src.decay import decoupled_decay
+from autosgm_optax._src.learning_rate import scale_by_learning_rate
+from autosgm_optax._src.lowpass import lowpass_filter
+from autosgm_optax._src.matrix import matrix_numerator
+from autosgm_optax._src.matrix import matrix_oracle
 from autosgm_optax._src.window import window_schedule
 
 #: The original constructor's defaults (``AutoSGM.__init__`` of the PyTorch
@@ -22,6 +31,7 @@ BETA_CFG = (0.9999, 0.999, 0.9, 0, 0, True)
 RC_CFG = (0, 0, 0, 2, 1, 1000, 1, 1, 0)
 WD_CFG = (0, 0)
 EPS_CFG = (1e-10,)
+MIX_CFG = (False, False, 1e-2, 0.95, 0)
 
 #: The names of each tuple's fields, in the original's order.
 FIELDS = {
@@ -30,7 +40,12 @@ FIELDS = {
   "rc_cfg": ("rcm", "inseq", "x", "n", "m", "tau", "spe", "cfact", "e"),
   "wd_cfg": ("rho", "lvl"),
   "eps_cfg": ("eps", "repeat_eps"),
+  "mix_cfg": ("mix", "avg", "lr0", "pole", "zero"),
 }
+
+#: The original's matrix leaves (its ``_class_opt``): rank >= 2, taken as
+#: ``(shape[0], rest)``, with ``4 <= min dim`` and ``max dim <= 2048``.
+MIN_DIM, MAX_DIM = 4, 2048
 
 #: num_lrc -> numerator, as the original code reads it (its README's labels
 #: differ; 4, a Chebyshev clip, is never executed there: unity).
@@ -357,6 +372,7 @@ def from_torch_config(
   rc_cfg: Sequence[Any] = RC_CFG,
   wd_cfg: Sequence[Any] = WD_CFG,
   eps_cfg: Sequence[Any] = EPS_CFG,
+  mix_cfg: Sequence[Any] = MIX_CFG,
   *,
   show: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
@@ -383,10 +399,20 @@ def from_torch_config(
     rc_cfg: ``(rcm, inseq, x, n, m, tau, spe, cfact, e)``.
     wd_cfg: ``(rho, lvl)`` (the original's ``(wd_cte, wd_lvl)``).
     eps_cfg: ``(eps,)`` or ``(eps, repeat_eps)``.
+    mix_cfg: ``(mix, avg, lr0, pole, zero)``, the original's matrix
+      variant. With ``mix`` the original's matrix leaves (rank >= 2 taken as
+      ``(shape[0], rest)``, ``4 <= min dim``, ``max dim <= 2048``) take
+      their own update (its filter, the polar factor by its Lakic
+      iteration, its scalar numerator, the learning rate ``lr0``:
+      docs/matrix.md), the others ``autosgm(...)``,
+      in an ``optax.partition``. ``avg`` (short-term averages of ``v v^T``
+      and of the numerator's statistics, two EMAs sharing one buffer there)
+      is refused.
     show: print the ``autosgm(...)`` call it makes.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs`: ``autosgm(...)``.
+    An :class:`optax.GradientTransformationExtraArgs`: ``autosgm(...)``, or
+    with ``mix`` the partition of the matrix leaves' update and it.
 
   Example:
     The original README's example, for one epoch of 1000 iterations:
@@ -425,6 +451,100 @@ def from_torch_config(
     >>> updates, state = tx.update(grads, state, params)
     >>> params = optax.apply_updates(params, updates)
   """
-  return autosgm(
-    **torch_config_kwargs(lr_cfg, beta_cfg, rc_cfg, wd_cfg, eps_cfg, show=show)
+  kwargs = torch_config_kwargs(
+    lr_cfg, beta_cfg, rc_cfg, wd_cfg, eps_cfg, show=show
   )
+  elementwise = autosgm(**kwargs)
+  matrices = matrix_update(lr_cfg, wd_cfg, eps_cfg, mix_cfg, kwargs["window"])
+  if matrices is None:
+    return elementwise
+  return optax.partition(
+    {"matrix": matrices, "elementwise": elementwise}, matrix_labels
+  )
+
+
+def matrix_rule(x: Any) -> Optional[MuonDimensionNumbers]:
+  """The original's rule for a leaf: ``(shape[0], rest)`` for a matrix it
+  would take (rank >= 2, ``4 <= min dim``, ``max dim <= 2048``), else None
+  (the element-wise path)."""
+  shape = tuple(x.shape)
+  if len(shape) < 2:
+    return None
+  rows, cols = shape[0], int(np.prod(shape[1:]))
+  if min(rows, cols) < MIN_DIM or max(rows, cols) > MAX_DIM:
+    return None
+  return MuonDimensionNumbers(0, tuple(range(1, len(shape))))
+
+
+def matrix_labels(params: Any) -> Any:
+  """``"matrix"`` for the leaves :func:`matrix_rule` takes, else
+  ``"elementwise"``."""
+  return jax.tree.map(
+    lambda x: "elementwise" if matrix_rule(x) is None else "matrix", params
+  )
+
+
+def matrix_update(
+  lr_cfg: Sequence[Any] = LR_CFG,
+  wd_cfg: Sequence[Any] = WD_CFG,
+  eps_cfg: Sequence[Any] = EPS_CFG,
+  mix_cfg: Sequence[Any] = MIX_CFG,
+  window: Any = None,
+) -> Optional[optax.GradientTransformationExtraArgs]:
+  r"""The original's update of a matrix leaf (``mix_cfg``), or None when
+  ``mix`` is off.
+
+  Its filter (pole ``pole``, zero ``zero``, gain 1, no debias), the polar
+  factor by its Lakic iteration (:func:`autosgm_optax.matrix_oracle`
+  ``("lakic")``, K = 5, its ``eps``), the scalar numerator for ``num_lrc``
+  1 and 2 (:func:`autosgm_optax.matrix_numerator`, else ``a = 1``), the
+  weight decay (coupled, or decoupled with factor ``(1 - pole)/(1 -
+  zero)``), the window, and the learning rate ``lr0``. Differences from the
+  original: tall matrices transposed, leaves of rank >= 3 taken as
+  ``(shape[0], rest)`` (the original crashes on them), the numerator's floor
+  ``eps`` on ``a`` rather than on ``lr0 a``.
+  """
+  name = "mix_cfg"
+  mix, avg, lr0, pole, zero = _unpack(name, mix_cfg, (5,))
+  if not _bool(name, 0, mix):
+    return None
+  if _bool(name, 1, avg):
+    raise ValueError(
+      f"{_label(name, 1, mix_cfg[1])}: the short-term averages of v v^T and "
+      "of the numerator's statistics (two EMAs sharing one buffer in the "
+      "original) are not offered; use avg=False."
+    )
+  lr0 = _real(name, 2, lr0, 0.0, None, low_open=True)
+  pole = _real(name, 3, pole, 0.0, 1.0)
+  zero = _real(name, 4, zero)
+  if zero >= pole and not pole == zero == 0:
+    raise ValueError(
+      f"{_label(name, 4, mix_cfg[4])} must be below {_label(name, 3, pole)}."
+    )
+  num_lrc = _int("lr_cfg", 2, _unpack("lr_cfg", lr_cfg, (3,))[2], NUMERATORS)
+  rho, lvl = _unpack("wd_cfg", wd_cfg, (2,))
+  rho = _real("wd_cfg", 0, rho, 0.0, None)
+  eps = _real("eps_cfg", 0, _unpack("eps_cfg", eps_cfg, (1, 2))[0], 0.0, None)
+  if DECAYS[_int("wd_cfg", 1, lvl, DECAYS)] == "coupled":
+    decay = coupled_decay(rho)
+  else:
+    decay = decoupled_decay(rho, (1 - pole) / (1 - zero))
+  core = scale_by_autosgm(
+    filter=lowpass_filter(pole, zero, 1.0, debias=False),
+    denominator=matrix_oracle(
+      "lakic", eps=max(eps, 1e-30), dimension_numbers=matrix_rule_tree
+    ),
+    decay=decay,
+    numerator=(
+      matrix_numerator(max(eps, 1e-30), dimension_numbers=matrix_rule_tree)
+      if num_lrc in (1, 2)
+      else None
+    ),
+    window=window,
+  )
+  return optax.chain(core, scale_by_learning_rate(lr0))
+
+
+def matrix_rule_tree(params: Any) -> Any:
+  """:func:`matrix_rule` of every leaf, as a tree."""
+  return jax.tree.map(matrix_rule, params)
