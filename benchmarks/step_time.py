@@ -332,6 +332,8 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
           LR, window=window(), numerator_average=False,
           numerator_smoothing=None, **FULL_KWARGS)),
       ("floor (4 buffers)", lambda: floor_kernel(4, False)),
+      ("full, matrix path", lambda: asgm.autosgm(
+          LR, window=window(), matrix="newton_schulz", **FULL_KWARGS)),
       ("full, diagnostics", lambda: asgm.autosgm(
           LR, window=window(), diagnostics="summary", **FULL_KWARGS)),
       (f"full, diagnostics every {EVERY}", lambda: asgm.autosgm(
@@ -359,6 +361,8 @@ def optimizers() -> tuple[list[tuple[str, Callable[[], Any]]],
        "floor (4 buffers + reduction)", "floor"),
       ("full config, no averaging vs floor (4 buffers)", "full, no averaging",
        "floor (4 buffers)", "floor"),
+      ("full config, matrix path (Newton-Schulz) vs full config "
+       "(information)", "full, matrix path", "full", "info"),
       ('full config, diagnostics="summary" vs full config',
        "full, diagnostics", "full", "diagnostics"),
       (f'full config, diagnostics="summary", diagnostics_every={EVERY}: '

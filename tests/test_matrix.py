@@ -299,3 +299,31 @@ def test_autosgm_matrix_arguments_refused():
     asgm.autosgm(LR, matrix_numerator=True)
   with pytest.raises(TypeError, match="matrix_numerator=1"):
     asgm.autosgm(LR, matrix="svd", matrix_numerator=1)
+
+
+def test_injected_numbers_with_the_matrix_path():
+  # Numbers are injectable (eps, the filter's pole); the method is
+  # structural (a string: static under inject_hyperparams).
+  params, loss = _problem()
+  tx = optax.inject_hyperparams(asgm.autosgm)(
+      LR, beta=0.9, eps=1e-8, matrix="newton_schulz")
+  traces = []
+
+  @jax.jit
+  def step(p, s):
+    traces.append(1)
+    u, s = tx.update(jax.grad(loss)(p), s, p)
+    return optax.apply_updates(p, u), s
+
+  state = tx.init(params)
+  for beta in (0.9, 0.8, 0.95):
+    state.hyperparams["beta"] = jnp.asarray(beta)
+    params, state = step(params, state)
+  assert len(traces) == 1
+  plain = asgm.autosgm(LR, beta=0.9, eps=1e-8, matrix="newton_schulz")
+  p0, _ = _problem()
+  g = jax.grad(loss)(p0)
+  u_inj, _ = tx.update(g, tx.init(p0), p0)
+  u_plain, _ = plain.update(g, plain.init(p0), p0)
+  for a, b in zip(jax.tree.leaves(u_inj), jax.tree.leaves(u_plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
