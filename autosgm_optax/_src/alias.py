@@ -234,24 +234,14 @@ def autosgm(
       smoothing=numerator_smoothing,
       keep_axes=numerator_keep_axes,
       eps=eps,
-      mask=numerator_mask,
+      # With the matrix path, the other leaves only (the matrix leaves take
+      # the scalar numerator, or a = 1).
+      mask=numerator_mask
+      if matrix is None
+      else elementwise_mask(matrix_dimension_numbers, numerator_mask),
     )
   )
   if matrix is not None and (matrix_numerator or numerator_block is not None):
-    # The element-wise numerator on the other leaves only (masked out of the
-    # matrix leaves); on the matrix leaves the scalar numerator, or a = 1.
-    if numerator_block is not None:
-      numerator_block = correlation_numerator(
-        numerator,
-        beta=numerator_beta,
-        moment_beta=moment_beta,
-        huber_k=huber_k,
-        average=numerator_average,
-        smoothing=numerator_smoothing,
-        keep_axes=numerator_keep_axes,
-        eps=eps,
-        mask=elementwise_mask(matrix_dimension_numbers, numerator_mask),
-      )
     numerator_block = matrix_numerator_block(
       eps,
       dimension_numbers=matrix_dimension_numbers,
