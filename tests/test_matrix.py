@@ -327,3 +327,29 @@ def test_injected_numbers_with_the_matrix_path():
   u_plain, _ = plain.update(g, plain.init(p0), p0)
   for a, b in zip(jax.tree.leaves(u_inj), jax.tree.leaves(u_plain)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_muon_with_injected_ns_steps_and_consistent_rms_bit_for_bit():
+  # As Optax's: ns_steps injected (the loop's bound traced), consistent_rms
+  # injected (an array scale).
+  params, loss = _problem()
+  for kwargs in (dict(), dict(consistent_rms=0.2)):
+    make = lambda f: optax.inject_hyperparams(f)(LR, **kwargs)
+    assert_bitwise_equal(_run(make(presets.muon), params, loss, 50),
+                         _run(make(optax.contrib.muon), params, loss, 50))
+
+
+def test_a_numerator_after_the_oracle_takes_d_1_on_matrix_leaves():
+  params, loss = _problem()
+  grads = jax.grad(loss)(params)
+  core = asgm.scale_by_autosgm(
+      filter=asgm.lowpass_filter(0.9), denominator=asgm.matrix_oracle(),
+      numerator=asgm.correlation_numerator("moment"))
+  u, _ = jax.jit(core.update)(grads, core.init(params), params)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
+
+
+def test_blocks_with_injected_hyperparameters_stay_hashable():
+  block = asgm.lowpass_filter(jnp.asarray(0.9))
+  hash(block)
+  assert block.facts.filter.beta is not None

@@ -223,7 +223,9 @@ class BlockFacts:
   zero_is_zero: bool = False
   explicit_dtype: Optional[jnp.dtype] = None
   identity: bool = False
-  filter: Optional[FilterSpec] = None
+  # (not compared or hashed: an injected pole is an array, and a block is
+  # hashed as a static argument of jax.jit)
+  filter: Optional[FilterSpec] = dataclasses.field(default=None, compare=False)
   matrix: bool = False
 
   def __post_init__(self):

@@ -154,7 +154,8 @@ def _scaled(
   if shape_scale == "width":
     scale = jnp.sqrt(jnp.maximum(1, fan_out / fan_in))
   else:
-    scale = jnp.sqrt(jnp.maximum(fan_in, fan_out)) * float(shape_scale)
+    rms: Any = shape_scale  # a number, or an injected array
+    scale = jnp.sqrt(jnp.maximum(fan_in, fan_out)) * rms
   return scale * q
 
 
@@ -280,9 +281,15 @@ def matrix_oracle(
       e if r is False else polar(v, r)
       for v, e, r in zip(directions, element_dirs, routes)
     ]
+    # No d at the matrix leaves (None: a numerator after the oracle takes
+    # d = 1 there), the element-wise d elsewhere.
+    ds = treedef.flatten_up_to(inner.denominator)
+    denominator = treedef.unflatten(
+      [d if r is False else None for d, r in zip(ds, routes)]
+    )
     return (
       signal._replace(
-        direction=treedef.unflatten(out), denominator=inner.denominator
+        direction=treedef.unflatten(out), denominator=denominator
       ),
       MatrixOracleState(inner_state),
     )

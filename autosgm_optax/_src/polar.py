@@ -71,7 +71,21 @@ DEFAULT_EPS = 1e-8
 # validation (static Python values, before tracing)
 
 
-def _check_steps(steps: Any) -> int:
+def _check_steps(steps: Any) -> Any:
+  if isinstance(steps, (jax.Array, np.ndarray)) and not isinstance(steps, bool):
+    # An injected count (optax.inject_hyperparams): an integer scalar,
+    # checked where it is concrete; the loop's bound is then traced.
+    if steps.shape or not jnp.issubdtype(steps.dtype, jnp.integer):
+      raise ValueError(
+        f"steps={steps!r} is not a valid number of iterations: an integer "
+        "scalar >= 1."
+      )
+    if not isinstance(steps, jax.core.Tracer) and int(steps) < 1:
+      raise ValueError(
+        f"steps={steps!r} is not a valid number of iterations: the valid "
+        "range is the integers >= 1."
+      )
+    return steps
   if (
     isinstance(steps, bool)
     or not isinstance(steps, numbers.Integral)

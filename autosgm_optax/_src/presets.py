@@ -510,7 +510,11 @@ def muon(
   (``s = c sqrt(max(fan_in, fan_out))`` with ``consistent_rms=c``). The
   other leaves follow :func:`adamw` (NAdamW with ``nesterov=True``), as in
   Optax. Optax's ``adaptive`` and non-Frobenius ``preconditioning`` are not
-  offered.
+  offered. With bfloat16 or float16 parameters and ``mu_dtype=None`` the
+  iteration runs in float32 (the matrix oracle's rule), where Optax's runs
+  in the parameters' dtype: there the preset is not Optax's bit for bit
+  (with ``mu_dtype=jnp.float32`` it is). ``ns_steps`` may be injected (the
+  loop's bound), except with a table of ``ns_coeffs``.
 
   Args:
     learning_rate: a number or an ``optax.Schedule``.
@@ -559,9 +563,14 @@ def muon(
     presets_ = {"standard": _polar.MUON_COEFFS, "dion": _polar.DION_COEFFS}
     _base.check_choice("ns_coeffs", ns_coeffs, tuple(presets_))
     ns_coeffs = presets_[ns_coeffs]
-  steps: Optional[int] = ns_steps
+  steps: Any = ns_steps  # an int, or an injected array (the loop's bound)
   if np.ndim(ns_coeffs) == 2:  # (Optax keeps the last ns_steps rows)
-    ns_coeffs = tuple(map(tuple, ns_coeffs))[-ns_steps:]
+    if isinstance(ns_steps, jax.core.Tracer):
+      raise ValueError(
+        "a table of ns_coeffs needs a static ns_steps: pass "
+        "static_args=('ns_steps',) to optax.inject_hyperparams."
+      )
+    ns_coeffs = tuple(map(tuple, ns_coeffs))[-int(ns_steps) :]
     steps = None
   with _base.unchecked():
     filt = (

@@ -499,7 +499,9 @@ def matrix_update(
   ``("lakic")``, K = 5, its ``eps``), the scalar numerator for ``num_lrc``
   1 and 2 (:func:`autosgm_optax.matrix_numerator`, else ``a = 1``), the
   weight decay (coupled, or decoupled with factor ``(1 - pole)/(1 -
-  zero)``), the window, and the learning rate ``lr0``. Differences from the
+  zero)``), the window, and the learning rate ``lr0``. As in the original's
+  code, the matrix path reads ``num_lrc`` only (``aoptlr=False`` does not
+  turn its numerator off). Differences from the
   original: tall matrices transposed, leaves of rank >= 3 taken as
   ``(shape[0], rest)`` (the original crashes on them), the numerator's floor
   ``eps`` on ``a`` rather than on ``lr0 a``.
