@@ -92,8 +92,25 @@ without XLA's CPU fusion emitters and with LLVM's optimisation level 0
 (XLA_FLAGS, QUICK_XLA_FLAGS), which cuts XLA's compile time about 5x; the
 full run keeps XLA's defaults.
 
+The matrix oracle's comparison (``--matrix``, issue 19; results and its
+``report.md`` in ``benchmarks/results/convergence_matrix/``) runs the same
+protocol (window / cosine schedule, decoupled decay 1e-4, the grid and its
+refinement, validation / test) on the tasks with matrix parameters (charlm
+and digits), 3 seeds by default, with four configurations, all tuned on the
+grid: ``adamw``; ``muon`` (``presets.muon`` with the cosine schedule as the
+learning rate of its matrix and its Adam leaves, ``adam_learning_rate=
+None``, decay 1e-4 on both); ``matrix_corr_g0.5528`` (``autosgm`` at gamma
+0.5528 with ``matrix="newton_schulz"``, the correlation numerator on the
+leaves that are not matrices); and ``matrix_scalar_g0.5528`` (the same with
+``matrix_numerator=True``). The default rule sends rank-2 leaves to the
+matrix path (the report lists them per task); the 3x3 conv kernels are rank
+4 and take the element-wise path. No learning-dynamics plot (the
+diagnostics refuse the matrix oracle).
+
 Usage:
   python benchmarks/convergence.py           # the full grid, 5 seeds
+  python benchmarks/convergence.py --matrix  # the matrix comparison, 3 seeds
+  python benchmarks/convergence.py --matrix --report  # its report only
   python benchmarks/convergence.py --quick   # every task and configuration
   python benchmarks/convergence.py --tasks charlm --seeds 5
   python benchmarks/convergence.py --report [--out DIR] [--docs DIR]
@@ -137,6 +154,10 @@ mean_valid = convergence_report.mean_valid
 ROOT = os.path.dirname(HERE)
 DEFAULT_OUT = os.path.join(HERE, "results", "convergence")
 DEFAULT_QUICK_OUT = os.path.join(HERE, "results", "convergence_quick")
+DEFAULT_MATRIX_OUT = os.path.join(HERE, "results", "convergence_matrix")
+DEFAULT_MATRIX_QUICK_OUT = os.path.join(DEFAULT_QUICK_OUT, "matrix")
+#: ``--matrix``: seeds per point (the machine budget of issue 19).
+DEFAULT_MATRIX_SEEDS = 3
 DEFAULT_DOCS = os.path.join(ROOT, "docs")
 
 BETA = 0.9
@@ -186,7 +207,11 @@ class Config:
 
   @property
   def numerator(self) -> Optional[str]:
-    return None if self.family == "adamw" else self.family
+    if self.family in ("adamw", "muon"):
+      return None
+    if self.family in MATRIX_FAMILIES:
+      return "correlation"  # on the leaves that are not matrices
+    return self.family
 
   @property
   def program(self) -> tuple[str, bool]:
@@ -237,6 +262,41 @@ def configurations() -> list[Config]:
   return [c for c in all_configurations() if ok or not c.masked]
 
 
+#: ``--matrix``: the matrix oracle's families (the correlation numerator on
+#: the leaves that are not matrices; ``matrix_scalar`` adds the original
+#: code's scalar numerator on the matrix leaves).
+MATRIX_FAMILIES = ("matrix_correlation", "matrix_scalar")
+#: ``--matrix``: the tasks with matrix (rank-2) parameters.
+MATRIX_TASKS = ("charlm", "digits")
+
+
+def matrix_configurations() -> list[Config]:
+  """``--matrix``: AdamW, Muon (``presets.muon``) and the matrix path of
+  ``autosgm`` at gamma 0.5528 (correlation numerator on the other leaves;
+  with and without the scalar matrix numerator), all tuned on the grid."""
+  return [
+      Config("adamw", "adamw", None, grid=True),
+      Config("muon", "muon", None, grid=True),
+      Config(f"matrix_corr_{_g(TUNED_GAMMA)}", "matrix_correlation",
+             TUNED_GAMMA, grid=True),
+      Config(f"matrix_scalar_{_g(TUNED_GAMMA)}", "matrix_scalar",
+             TUNED_GAMMA, grid=True),
+  ]
+
+
+def matrix_leaves(params: Any) -> tuple[list[str], list[str]]:
+  """The leaf paths of ``params`` that the default rule sends to the matrix
+  path (rank 2) and those that take the element-wise one."""
+  matrix, other = [], []
+  for keys, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(
+        k, "name", k)))) for k in keys)
+    name = name[:-len("/value")] if name.endswith("/value") else name
+    (matrix if np.ndim(leaf) == 2 else other).append(
+        f"{name} {tuple(np.shape(leaf))}")
+  return matrix, other
+
+
 def make_optimizer(config: Config, learning_rate: Any, gamma: Any,
                    steps: int, **diagnostics: Any
                    ) -> optax.GradientTransformation:
@@ -247,11 +307,22 @@ def make_optimizer(config: Config, learning_rate: Any, gamma: Any,
   if config.family == "adamw":
     return optax.adamw(optax.cosine_decay_schedule(learning_rate, steps),
                        weight_decay=WEIGHT_DECAY)
+  if config.family == "muon":
+    # Muon's matrix leaves and its Adam leaves share the cosine schedule
+    # (adam_learning_rate=None); decoupled decay 1e-4 on both, as AdamW.
+    return asgm.presets.muon(
+        optax.cosine_decay_schedule(learning_rate, steps),
+        weight_decay=WEIGHT_DECAY, adam_weight_decay=WEIGHT_DECAY,
+        adam_learning_rate=None)
   extra = {}
+  if config.family in MATRIX_FAMILIES:
+    extra["matrix"] = "newton_schulz"
+    extra["matrix_numerator"] = config.family == "matrix_scalar"
+  numerator = config.numerator
   if config.masked:
     extra["numerator_mask"] = asgm.default_weight_decay_mask
   return asgm.autosgm(
-      learning_rate, beta=BETA, gamma=gamma, numerator=config.family,
+      learning_rate, beta=BETA, gamma=gamma, numerator=numerator,
       window=asgm.raised_cosine_window(steps, floor=0.0),
       weight_decay=WEIGHT_DECAY, **extra, **diagnostics)
 
@@ -824,8 +895,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                            "--quick)")
   parser.add_argument("--quick", action="store_true",
                       help="tiny tasks, 1 seed, 2 rates (for tests)")
-  parser.add_argument("--tasks", default=",".join(TASKS),
-                      help=f"comma-separated subset of {','.join(TASKS)}")
+  parser.add_argument("--matrix", action="store_true",
+                      help="the matrix oracle's comparison: adamw, muon "
+                           "and autosgm's matrix path on charlm and digits "
+                           "(results in benchmarks/results/"
+                           "convergence_matrix, its report in report.md "
+                           "there)")
+  parser.add_argument("--tasks", default=None,
+                      help=f"comma-separated subset of {','.join(TASKS)} "
+                           f"(default all; {','.join(MATRIX_TASKS)} with "
+                           "--matrix)")
   parser.add_argument("--seeds", type=int, default=None,
                       help=f"seeds per point (default {DEFAULT_SEEDS}, 1 "
                            "with --quick)")
@@ -839,17 +918,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument("--no-progress", action="store_true",
                       help="hide the progress bar")
   args = parser.parse_args(argv)
+  if args.tasks is None:
+    args.tasks = ",".join(MATRIX_TASKS if args.matrix else TASKS)
   tasks = [t for t in args.tasks.split(",") if t]
   unknown = [t for t in tasks if t not in TASKS]
   if unknown or not tasks:
     parser.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
   args.tasks = tasks
   if args.seeds is None:
-    args.seeds = 1 if args.quick else DEFAULT_SEEDS
+    args.seeds = 1 if args.quick else (DEFAULT_MATRIX_SEEDS if args.matrix
+                                       else DEFAULT_SEEDS)
   if args.seeds < 1:
     parser.error("--seeds must be positive")
   if args.out is None:
-    args.out = DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT
+    if args.matrix:
+      args.out = DEFAULT_MATRIX_QUICK_OUT if args.quick else (
+          DEFAULT_MATRIX_OUT)
+    else:
+      args.out = DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT
   return args
 
 
@@ -883,8 +969,9 @@ def train_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         f"{path} holds {sorted(other)} records; this is a {setting} run: "
         "give it another --out.")
   done = {record_key(r) for r in records}
-  configs = configurations()
-  if not numerator_mask_supported():
+  matrix = getattr(args, "matrix", False)
+  configs = matrix_configurations() if matrix else configurations()
+  if not matrix and not numerator_mask_supported():
     print("skipping corr_g0.5528_masked: autosgm has no numerator_mask "
           "keyword yet", flush=True)
   grid = [c for c in configs if c.grid]
@@ -1040,6 +1127,113 @@ def plot_best_dynamics(records: Sequence[dict[str, Any]], task_name: str,
   return f"{title}: {len(history)} records -> {path}"
 
 
+# ----------------------------------------------------------------------------
+# The matrix comparison's report (--matrix).
+
+#: The paired comparisons of ``--matrix``'s report: (configuration, baseline).
+MATRIX_PAIRS = (("muon", "adamw"), ("matrix_corr_g0.5528", "adamw"),
+                ("matrix_scalar_g0.5528", "adamw"),
+                ("matrix_corr_g0.5528", "muon"),
+                ("matrix_scalar_g0.5528", "matrix_corr_g0.5528"))
+
+
+def _machine() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return "unknown CPU"
+
+
+def matrix_report(records: Sequence[dict[str, Any]], quick: bool = False
+                  ) -> str:
+  """``--matrix``'s report (Markdown): which leaves took the matrix path,
+  the summary (each configuration at its best validation rate, test metric
+  with its 95% t-interval), the full table of
+  :mod:`convergence_report`, the paired differences and the test metric at
+  every rate."""
+  cr = convergence_report
+  names = [c.name for c in matrix_configurations()]
+  tasks = [t for t in cr.TASK_ORDER if any(r["task"] == t for r in records)]
+  seeds = sorted({r["seed"] for r in records})
+  calls = {(r["task"], r["optimizer"], r["learning_rate"]): r["wall_s_call"]
+           for r in records}
+  out = ["# Matrix oracle: training comparison", "",
+         f"{len(records)} runs ({len(calls)} calls of {len(seeds)} seed(s) "
+         f"batched by jax.vmap; {sum(calls.values()) / 60:.1f} min of "
+         f"calls, compilation included) on {_machine()}, "
+         f"{os.cpu_count()} CPUs. Rates chosen on validation, reported on "
+         "test; mean ± 95% t-interval over seeds.", ""]
+  summary = []
+  for task in tasks:
+    tr = cr.TaskResults(task, records)
+    row = [f"{task} (test {tr.metric})"]
+    for name in names:
+      lr = tr.best(name) if name in tr.optimizers else None
+      if lr is None:
+        row.append("not run")
+        continue
+      mean, half = tr.test(name, lr)
+      row.append(f"{cr._fmt_ci(tr.metric, mean, half)} (lr {lr:.2g})")  # pylint: disable=protected-access
+    summary.append(row)
+  out += ["## Summary", "",
+          cr._markdown(["task"] + names, summary), ""]  # pylint: disable=protected-access
+  for task in tasks:
+    tr = cr.TaskResults(task, records)
+    params = TASKS[task](quick).init(0)
+    matrix, other = matrix_leaves(params)
+    out += [f"## {task}", "",
+            f"Matrix path (rank 2, the default rule; Muon's and autosgm's "
+            f"matrix leaves): {', '.join(matrix) or 'none'}.", "",
+            f"Element-wise path (Muon's Adam leaves; autosgm's numerator "
+            f"leaves): {', '.join(other) or 'none'}.", ""]
+    target = tr.target()
+    header = [h.format(metric=tr.metric) for h in cr.HEADER]
+    rows = []
+    for name in names:
+      lr = tr.best(name) if name in tr.optimizers else None
+      if lr is not None:
+        rows.append(cr._row(tr, name, name, lr, target))  # pylint: disable=protected-access
+    out += [cr._markdown(header, rows), ""]  # pylint: disable=protected-access
+    pairs = []
+    for a, b in MATRIX_PAIRS:
+      la = tr.best(a) if a in tr.optimizers else None
+      lb = tr.best(b) if b in tr.optimizers else None
+      if la is None or lb is None:
+        continue
+      mean, half, n = tr.paired_with(a, la, b, lb)
+      if not math.isfinite(half):
+        verdict = "n/a"
+      elif mean - half > 0 or mean + half < 0:
+        verdict = f"{a} better" if (mean > 0) == tr.higher else (
+            f"{b} better")
+      else:
+        verdict = "no difference"
+      pairs.append([f"{a} @ {la:.3g} - {b} @ {lb:.3g}",
+                    cr._fmt_paired(tr, mean, half, n), str(n), verdict])  # pylint: disable=protected-access
+    if pairs:
+      out += ["Paired over seeds, each at its own best validation rate:", "",
+              cr._markdown(["comparison", "difference (95% CI)", "pairs",  # pylint: disable=protected-access
+                            "verdict"], pairs), ""]
+    rates = sorted({lr for (n, lr) in tr.points if n in names})
+    grid_rows = []
+    for lr in rates:
+      row = [f"{lr:.3g}"]
+      for name in names:
+        if (name, lr) in tr.points:
+          mean, _ = tr.test(name, lr)
+          row.append(cr._fmt(tr.metric, mean))  # pylint: disable=protected-access
+        else:
+          row.append("")
+      grid_rows.append(row)
+    out += [f"Mean test {tr.metric} at every rate run:", "",
+            cr._markdown(["lr"] + names, grid_rows), ""]  # pylint: disable=protected-access
+  return "\n".join(out)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
   start = time.perf_counter()
   args = parse_args(argv)
@@ -1052,7 +1246,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     os.environ["XLA_FLAGS"] = " ".join(
         [os.environ.get("XLA_FLAGS", ""), *QUICK_XLA_FLAGS]).strip()
   command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
-  if args.report:
+  if args.matrix:
+    if not args.report:
+      print(f"jax {jax.__version__} on {jax.default_backend()}, "
+            f"{os.cpu_count()} CPUs; matrix comparison; tasks "
+            f"{','.join(args.tasks)}; {args.seeds} seed(s); results in "
+            f"{os.path.join(args.out, 'results.json')}", flush=True)
+      train_all(args)
+    records = load_results(os.path.join(args.out, "results.json"))
+    text = matrix_report(records, quick=args.quick)
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+      f.write(text + "\n")
+    print(text)
+  elif args.report:
     convergence_report.main(["--out", args.out, "--docs", args.docs]
                             + ([] if args.task is None
                                else ["--task", args.task]))

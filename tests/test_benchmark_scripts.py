@@ -39,3 +39,15 @@ def test_compare_revisions_times_this_checkout_against_a_revision():
              "--steps", "3", "--warmup", "1", "--leaves", "4")
   rows = re.findall(r"^\| (.+?) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out, re.M)
   assert "full" in rows and len(rows) == 5, out
+
+
+def test_convergence_matrix_mode_compares_adamw_muon_and_the_matrix_path(
+    tmp_path):
+  out = _run("convergence.py", "--matrix", "--quick", "--tasks", "digits",
+             "--out", str(tmp_path), "--no-progress")
+  report = (tmp_path / "report.md").read_text()
+  assert report.strip() in out
+  for name in ("adamw", "muon", "matrix_corr_g0.5528",
+               "matrix_scalar_g0.5528"):
+    assert re.search(rf"^\| {re.escape(name)} \| ", report, re.M), report
+  assert "Matrix path (rank 2" in report and "dense/kernel" in report
