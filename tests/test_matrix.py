@@ -17,7 +17,7 @@ import pytest
 import autosgm_optax as asgm
 from autosgm_optax import presets
 from autosgm_optax._src import polar
-from conftest import assert_bitwise_equal
+from conftest import assert_bitwise_equal, counted_step
 
 STEPS = 1000
 LR = 1e-2
@@ -195,13 +195,7 @@ def test_the_oracle_runs_under_jit_without_recompiling():
       asgm.scale_by_autosgm(filter=asgm.lowpass_filter(0.95),
                             denominator=asgm.matrix_oracle()),
       asgm.scale_by_learning_rate(LR))
-  traces = []
-
-  @jax.jit
-  def step(p, s):
-    traces.append(1)
-    u, s = tx.update(jax.grad(loss)(p), s, p)
-    return optax.apply_updates(p, u), s
+  step, traces = counted_step(tx, loss)
 
   state = tx.init(params)
   for _ in range(5):
@@ -274,13 +268,7 @@ def test_autosgm_matrix_path_trains_without_recompiling():
                     matrix="newton_schulz", matrix_numerator=True,
                     matrix_dimension_numbers=HEADS,
                     window=asgm.raised_cosine_window(200))
-  traces = []
-
-  @jax.jit
-  def step(p, s):
-    traces.append(1)
-    u, s = tx.update(jax.grad(loss)(p), s, p)
-    return optax.apply_updates(p, u), s
+  step, traces = counted_step(tx, loss)
 
   state = tx.init(params)
   start = float(loss(params))
@@ -307,13 +295,7 @@ def test_injected_numbers_with_the_matrix_path():
   params, loss = _problem()
   tx = optax.inject_hyperparams(asgm.autosgm)(
       LR, beta=0.9, eps=1e-8, matrix="newton_schulz")
-  traces = []
-
-  @jax.jit
-  def step(p, s):
-    traces.append(1)
-    u, s = tx.update(jax.grad(loss)(p), s, p)
-    return optax.apply_updates(p, u), s
+  step, traces = counted_step(tx, loss)
 
   state = tx.init(params)
   for beta in (0.9, 0.8, 0.95):

@@ -27,7 +27,10 @@ EVERY_KEYWORD = dict(
     weight_decay=optax.linear_schedule(1e-2, 1e-3, 50), decay="decoupled",
     decay_factor=0.5, weight_decay_mask=asgm.default_weight_decay_mask,
     maximize=False, filter_dtype=None, diagnostics="summary",
-    diagnostics_every=2)
+    diagnostics_every=2,
+    # (the matrix path refuses diagnostics: it is injected in
+    # test_matrix.py::test_injected_numbers_with_the_matrix_path)
+    matrix=None, matrix_dimension_numbers=None, matrix_numerator=False)
 
 
 def test_every_keyword_is_covered():
