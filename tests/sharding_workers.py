@@ -239,10 +239,12 @@ def reference_run(txs, params, targets, steps):
 # sharding bookkeeping
 
 
-def param_key(path):
-  """The parameter a state leaf belongs to: the last such dict key."""
+def param_key(path, names=None):
+  """The parameter a state leaf belongs to: the last dict key that names one
+  (of ``names``, default the parameters of SHAPES)."""
+  names = SHAPES if names is None else names
   for entry in reversed(path):
-    if isinstance(entry, jax.tree_util.DictKey) and entry.key in SHAPES:
+    if isinstance(entry, jax.tree_util.DictKey) and entry.key in names:
       return entry.key
   return None
 
@@ -259,7 +261,7 @@ def state_shardings(abstract_state, param_shardings, mesh):
   return jax.tree_util.tree_map_with_path(pick, abstract_state)
 
 
-def placement_problems(tree, params, where, local=True):
+def placement_problems(tree, params, where, local=True, names=None):
   """Leaves of ``tree`` not placed as the sharding contract says.
 
   Per-element buffers (a parameter's shape, under that parameter's key) have
@@ -273,7 +275,7 @@ def placement_problems(tree, params, where, local=True):
     if local and not leaf.is_fully_addressable:
       problems.append(f"{name}: not fully addressable")
       continue
-    key = param_key(path)
+    key = param_key(path, names)
     if key is not None and leaf.shape == params[key].shape:
       want = params[key].sharding
       if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
@@ -734,30 +736,12 @@ def matrix_make_all(txs):
 
 
 def matrix_param_key(path):
-  for entry in reversed(path):
-    if isinstance(entry, jax.tree_util.DictKey) and entry.key in MATRIX_SHAPES:
-      return entry.key
-  return None
+  return param_key(path, MATRIX_SHAPES)
 
 
 def matrix_placement_problems(tree, params, where):
   """``placement_problems`` for the matrix problem's leaves."""
-  problems = []
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-    name = f"{where}{jax.tree_util.keystr(path)}"
-    if not leaf.is_fully_addressable:
-      problems.append(f"{name}: not fully addressable")
-      continue
-    key = matrix_param_key(path)
-    if key is not None and leaf.shape == params[key].shape:
-      want = params[key].sharding
-      if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
-        problems.append(f"{name}: sharding {leaf.sharding.spec} != the "
-                        f"parameter's {want.spec}")
-    elif leaf.size == 1 and not leaf.sharding.is_fully_replicated:
-      problems.append(f"{name}: one-element leaf not replicated "
-                      f"({leaf.sharding})")
-  return problems
+  return placement_problems(tree, params, where, names=MATRIX_SHAPES)
 
 
 def matrix_state_shardings(abstract_state, param_shardings, mesh):
