@@ -212,7 +212,7 @@ def split(tree: Any, treedef: Any, i: int) -> Any:
 
   def reduce(x: Any) -> Any:
     if _is_rows(x):
-      return _base.PerLeaf(x.rows[i : i + 1], part_def)
+      return _base.PerLeaf(x.rows[i : i + 1], part_def, x.row_ndim)
     return _only(x, treedef, i) if is_like(x) else x
 
   return jax.tree.map(reduce, tree, is_leaf=lambda x: is_like(x) or _is_rows(x))
@@ -251,7 +251,7 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
       )
     elif _is_rows(slot):
       rows = jnp.concatenate([p[k].rows for p in flat_parts])
-      merged.append(_base.PerLeaf(rows, slot.treedef))
+      merged.append(_base.PerLeaf(rows, slot.treedef, slot.row_ndim))
     else:
       merged.append(flat_parts[0][k])
   return outer.unflatten(merged)

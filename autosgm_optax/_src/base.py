@@ -48,45 +48,101 @@ class PerLeaf:
   jitted step handles every buffer of its state on each call
   (``benchmarks/state_buffers.py``: 40 small buffers cost a 1M-parameter
   step about 11%, the same numbers in 2 buffers about 3%). The tree's
-  structure is static (the pytree's auxiliary data), so :meth:`tree` gives
-  the rows back keyed like the parameters.
+  structure and the rank of a row are static (the pytree's auxiliary
+  data), so :meth:`tree` gives the rows back keyed like the parameters,
+  also from records stacked over steps (``jax.lax.scan``, ``jnp.stack``),
+  whose leaf axis is then not the first.
 
   Attributes:
-    rows: an array whose leading axis runs over the leaves of ``treedef``.
+    rows: an array whose axis ``-row_ndim - 1`` runs over the leaves of
+      ``treedef`` (the leading axis of a single record).
     treedef: the structure of the tree the rows belong to.
+    row_ndim: the rank of one leaf's row.
   """
 
-  __slots__ = ("rows", "treedef")
+  __slots__ = ("rows", "treedef", "row_ndim")
 
-  def __init__(self, rows: Any, treedef: Any):
+  def __init__(self, rows: Any, treedef: Any, row_ndim: Optional[int] = None):
     self.rows = rows
     self.treedef = treedef
+    if row_ndim is None:  # a single record: the leaf axis leads
+      row_ndim = max(np.ndim(rows) - 1, 0)
+    self.row_ndim = row_ndim
 
   @classmethod
   def stack(cls, rows: list, treedef: Any, dtype: Any) -> "PerLeaf":
     """The rows (one array per leaf of ``treedef``) stacked in ``dtype``."""
     if not rows:
-      return cls(jnp.zeros((0,), dtype), treedef)
-    return cls(jnp.stack([jnp.asarray(r).astype(dtype) for r in rows]), treedef)
+      return cls(jnp.zeros((0,), dtype), treedef, 0)
+    stacked = jnp.stack([jnp.asarray(r).astype(dtype) for r in rows])
+    return cls(stacked, treedef, stacked.ndim - 1)
 
   def tree(self) -> Any:
-    """The rows as a tree like the parameters (leaf i: ``rows[i]``)."""
+    """The rows as a tree like the parameters (leaf i: row i, with any
+    leading axes of stacked records in front)."""
+    axis = np.ndim(self.rows) - self.row_ndim - 1
     return self.treedef.unflatten(
-      [self.rows[i] for i in range(self.treedef.num_leaves)]
+      [
+        jnp.take(self.rows, i, axis=axis)
+        for i in range(self.treedef.num_leaves)
+      ]
     )
 
   def tree_flatten_with_keys(self):
-    return ((jax.tree_util.GetAttrKey("rows"), self.rows),), self.treedef
+    key = jax.tree_util.GetAttrKey("rows")
+    return ((key, self.rows),), (self.treedef, self.row_ndim)
 
   def tree_flatten(self):
-    return (self.rows,), self.treedef
+    return (self.rows,), (self.treedef, self.row_ndim)
 
   @classmethod
-  def tree_unflatten(cls, treedef, children):
-    return cls(children[0], treedef)
+  def tree_unflatten(cls, aux, children):
+    treedef, row_ndim = aux
+    return cls(children[0], treedef, row_ndim)
 
   def __repr__(self) -> str:
     return f"PerLeaf(rows={self.rows!r}, treedef={self.treedef})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant:
+  """A number the transformation fixes when it is built, kept in a state's
+  structure rather than in a buffer.
+
+  A pytree node without leaves: the number is auxiliary data, as a field
+  marked ``pytree_node=False`` is in a ``flax.struct`` dataclass. So a
+  jitted step neither reads nor writes it, a checkpoint holds no copy, and a
+  reader of the state still finds it. Where the same slot may hold a value
+  that changes between steps (a hyperparameter injected by
+  ``optax.inject_hyperparams``) the state holds an array instead. The
+  readers (e.g. :func:`autosgm_optax.learning_dynamics`) give arrays
+  either way.
+
+  Attributes:
+    value: the number (a Python float).
+    dtype: the dtype the readers give it, as a string.
+  """
+
+  value: float
+  dtype: str = "float32"
+
+
+jax.tree_util.register_pytree_node(Constant, lambda c: ((), c), lambda c, _: c)
+
+
+def constant_or_array(x: Any, dtype: Any) -> Any:
+  """``x`` as a :class:`Constant` where it is a Python number, else as an
+  array of ``dtype`` (a traced or injected value)."""
+  if is_number(x):
+    return Constant(float(x), jnp.dtype(dtype).name)
+  return jnp.asarray(x, dtype)
+
+
+def as_array(x: Any) -> jax.Array:
+  """The array a :class:`Constant` stands for, or ``x`` as an array."""
+  if isinstance(x, Constant):
+    return jnp.asarray(x.value, x.dtype)
+  return jnp.asarray(x)
 
 
 class FilterFacts(NamedTuple):

@@ -113,8 +113,10 @@ class DiagnosticsState(NamedTuple):
   # zero is a plain 0 and there is no decoupled decay)
   r_undefined: _base.PerLeaf  # per leaf: int32, the number of elements
   # where alpha(t-1) is not > 0 (0, negative or NaN), where r is reported as 0
-  beta: chex.Array  # shape=(); the filter's pole
-  eta: chex.Array  # shape=(); the filter's gain
+  beta: Any  # the filter's pole: a _base.Constant where the transformation
+  # fixes it (no buffer: read it with _base.as_array), else (an injected
+  # pole) a scalar array, the value of the recorded update
+  eta: Any  # the filter's gain, as beta
   values: dict  # quantity name -> Summary or per-element tree
   count: chex.Array  # shape=(), int32; updates made so far
   recorded: chex.Array  # shape=(), int32; the update ``values`` describe
@@ -186,8 +188,13 @@ def init(
   track_grad: bool,
   track_decay: bool,
   every: Any = 1,
+  pole: Any = None,
+  gain: Any = None,
 ) -> DiagnosticsState:
-  """The diagnostics state for ``params`` at ``level``."""
+  """The diagnostics state for ``params`` at ``level``; ``pole`` and
+  ``gain`` are the filter's ``beta`` and ``eta`` as built (numbers become
+  :class:`~autosgm_optax._src.base.Constant`; None or an array: recorded
+  with each record)."""
   zeros = lambda: _base.zeros_like_tree(params, None)
   leaves, treedef = jax.tree.flatten(params)
   if level == "summary":
@@ -203,8 +210,8 @@ def init(
     alpha_prev=zeros() if every_update(level, every) else None,
     input_prev=zeros() if (track_grad or track_decay) else None,
     r_undefined=_base.PerLeaf.stack(counts, treedef, jnp.int32),
-    beta=jnp.zeros([], dtype),
-    eta=jnp.zeros([], dtype),
+    beta=_base.constant_or_array(0.0 if pole is None else pole, dtype),
+    eta=_base.constant_or_array(1.0 if gain is None else gain, dtype),
     values=values,
     count=jnp.zeros([], jnp.int32),
     recorded=jnp.zeros([], jnp.int32),
@@ -421,8 +428,8 @@ def record(
       return (
         _base.PerLeaf.stack(_rows(columns, dtype), part_def, dtype).rows,
         _base.PerLeaf.stack(counts, part_def, jnp.int32).rows,
-        jnp.asarray(filt[0], state.beta.dtype),
-        jnp.asarray(filt[2], state.eta.dtype),
+        _recorded(state.beta, filt[0]),
+        _recorded(state.eta, filt[2]),
         _one(count),
       )
 
@@ -549,6 +556,14 @@ def recorder(
   return run
 
 
+def _recorded(old: Any, new: Any) -> Any:
+  """The record's pole or gain: a constant stays; an injected value is
+  recorded (it may change between updates)."""
+  if isinstance(old, _base.Constant):
+    return old
+  return jnp.asarray(new, old.dtype)
+
+
 def _one(count: chex.Array) -> chex.Array:
   """An exact float32 1 that XLA cannot fold (computed from a count); as an
   output of a conditional it is a buffer that kernels read, not arithmetic
@@ -603,13 +618,12 @@ def update(
   else:
     values = {q: treedef.unflatten(columns[q]) for q in QUANTITIES}
   count = optax.safe_increment(state.count)
-  dtype = state.beta.dtype
   return out, DiagnosticsState(
     alpha_prev=treedef.unflatten(alphas),
     input_prev=None if state.input_prev is None else treedef.unflatten(hs),
     r_undefined=_base.PerLeaf.stack(undefined, rows_def, jnp.int32),
-    beta=jnp.asarray(beta, dtype),
-    eta=jnp.asarray(eta, dtype),
+    beta=_recorded(state.beta, beta),
+    eta=_recorded(state.eta, eta),
     values=values,
     count=count,
     recorded=count,
@@ -643,12 +657,22 @@ class Observer:
     return every_update(self.level, self.every)
 
   def init(self, params: Any) -> DiagnosticsState:
+    filt = self.slots["filter"]
+    spec = None if filt is None else filt.facts.filter
+    if filt is None:  # H[g] = g: beta = 0, eta = 1
+      pole, gain = 0.0, 1.0
+    elif spec is None:  # a filter of one's own: recorded as it runs
+      pole = gain = jnp.zeros([])
+    else:
+      pole, gain = spec.beta, spec.eta
     return init(
       params,
       self.level,
       track_grad=self.track_grad,
       track_decay=self.track_decay,
       every=self.every,
+      pole=pole,
+      gain=gain,
     )
 
   def update(
