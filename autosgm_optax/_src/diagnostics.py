@@ -659,6 +659,8 @@ class Observer:
   def init(self, params: Any) -> DiagnosticsState:
     filt = self.slots["filter"]
     spec = None if filt is None else filt.facts.filter
+    pole: Any
+    gain: Any
     if filt is None:  # H[g] = g: beta = 0, eta = 1
       pole, gain = 0.0, 1.0
     elif spec is None:  # a filter of one's own: recorded as it runs
