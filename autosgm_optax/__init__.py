@@ -10,7 +10,6 @@ from autosgm_optax._src.base import LIKE_PARAMS
 from autosgm_optax._src.base import AutoSGMBlock
 from autosgm_optax._src.base import BlockFacts
 from autosgm_optax._src.base import BlockUpdate
-from autosgm_optax._src.base import Constant
 from autosgm_optax._src.base import FilterFacts
 from autosgm_optax._src.base import FilterSpec
 from autosgm_optax._src.base import PerLeaf
@@ -65,7 +64,6 @@ __all__ = (
   "AutoSGMBlock",
   "BlockFacts",
   "BlockUpdate",
-  "Constant",
   "FilterFacts",
   "FilterSpec",
   "PerLeaf",

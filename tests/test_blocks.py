@@ -45,7 +45,12 @@ def test_filter_matches_transfer_function():
     g_prev = x
     expected.append(v)
   np.testing.assert_allclose(outs, expected, rtol=1e-5, atol=1e-5)
-  assert int(state.count) == 50
+  # without a debias nothing reads a count: the filter keeps none (as
+  # optax.trace)
+  assert state.count is None
+  _, counted = _feed(asgm.lowpass_filter(beta, gamma, eta),
+                     [jnp.asarray(x, jnp.float32) for x in g])
+  assert int(counted.count) == 50
 
 
 def test_filter_debias_divisor_closed_form():

@@ -1,9 +1,10 @@
-"""The diagnostics state keeps no copy of what the transformation fixes.
+"""What the diagnostics state keeps of the filter, and how records stack.
 
-A pole or gain given as a number is part of the state's structure
-(``_base.Constant``), not a buffer the step writes; an injected one is
-recorded with each record (it may change between updates). Records stacked
-over steps (``jax.lax.scan``) still read back per leaf.
+A pole and gain fixed when the optimizer is built are written once, by
+``init``, and passed through by every update. An injected pole may change
+between updates and is recorded with each record. Both have the same state
+structure (``optax.inject_hyperparams`` gives the plain state). Records
+stacked over steps (``jax.lax.scan``) still read back per leaf.
 """
 
 import jax
@@ -13,7 +14,6 @@ import optax
 import pytest
 
 import autosgm_optax as asgm
-from autosgm_optax._src import base as _base
 
 PARAMS = {"b": jnp.zeros(3), "w": jnp.ones((2, 4))}
 
@@ -21,14 +21,6 @@ PARAMS = {"b": jnp.zeros(3), "w": jnp.ones((2, 4))}
 def _grads(t):
   return jax.tree.map(lambda p: jnp.cos(t + jnp.arange(p.size)).reshape(
       p.shape), PARAMS)
-
-
-def _run(tx, steps):
-  state = tx.init(PARAMS)
-  update = jax.jit(tx.update)
-  for t in range(steps):
-    _, state = update(_grads(t), state, PARAMS)
-  return state
 
 
 def _diagnostics(state):
@@ -45,17 +37,20 @@ def _diagnostics(state):
     (dict(beta=0.9), 0.9, 0.1),
     (dict(beta=0.0), 0.0, 1.0),
 ])
-def test_a_fixed_pole_and_gain_are_no_buffers(kwargs, beta, eta, every):
+def test_a_fixed_pole_and_gain_are_written_once(kwargs, beta, eta, every):
   tx = asgm.autosgm(1e-2, diagnostics="summary", diagnostics_every=every,
                     **kwargs)
-  state = _run(tx, 6)
-  diag = _diagnostics(state)
-  assert isinstance(diag.beta, _base.Constant)
-  assert isinstance(diag.eta, _base.Constant)
-  # no buffer of the state holds them: the leaves of the diagnostics are
-  # the record's arrays only
-  fields = diag._replace(beta=None, eta=None)
-  assert len(jax.tree.leaves(diag)) == len(jax.tree.leaves(fields))
+  state = tx.init(PARAMS)
+  # written by init, before any record
+  np.testing.assert_allclose(_diagnostics(state).beta, beta, rtol=1e-7)
+  np.testing.assert_allclose(_diagnostics(state).eta, eta, rtol=1e-6)
+  update = jax.jit(tx.update)
+  for t in range(6):
+    before = _diagnostics(state)
+    _, state = update(_grads(t), state, PARAMS)
+    after = _diagnostics(state)
+    np.testing.assert_array_equal(after.beta, before.beta)
+    np.testing.assert_array_equal(after.eta, before.eta)
   dyn = asgm.learning_dynamics(state)[""]
   np.testing.assert_allclose(dyn.beta, beta, rtol=1e-7)
   np.testing.assert_allclose(dyn.eta, eta, rtol=1e-6)
@@ -65,14 +60,6 @@ def test_a_fixed_pole_and_gain_are_no_buffers(kwargs, beta, eta, every):
     np.testing.assert_allclose(
         jax.tree.leaves(dyn.margin.sup),
         [beta * x for x in jax.tree.leaves(dyn.r.sup)], rtol=1e-6)
-
-
-def test_two_optimizers_with_the_same_pole_have_one_structure():
-  make = lambda: asgm.autosgm(1e-2, beta=0.9, diagnostics="summary")
-  a, b = make().init(PARAMS), make().init(PARAMS)
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  # and the states map together, as states of one optimizer do
-  jax.tree.map(lambda x, y: x + y, a, b)
 
 
 @pytest.mark.parametrize("every", [1, 2])
@@ -87,7 +74,6 @@ def test_an_injected_pole_is_recorded_with_its_update(every):
   for t in range(len(betas)):
     _, state = update(_grads(t), state, PARAMS)
     diag = _diagnostics(state)
-    assert not isinstance(diag.beta, _base.Constant)
     recorded = int(diag.recorded)  # the update the record describes
     assert recorded == t + 1 - (t + 1) % every
     if not recorded:  # no record yet
@@ -121,5 +107,21 @@ def test_stacked_records_read_back_per_leaf():
   assert counts["w"].shape == (steps,)
   np.testing.assert_array_equal(counts["w"][0], PARAMS["w"].size)
   np.testing.assert_array_equal(counts["w"][1:], 0)
-  # the constants are no part of the stacked record either
-  assert isinstance(history.beta, _base.Constant)
+  np.testing.assert_array_equal(history.beta, np.float32(0.9))
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_injected_and_plain_states_have_one_structure(every):
+  kwargs = dict(learning_rate=1e-2, beta=0.9, gamma=0.5,
+                diagnostics="summary", diagnostics_every=every)
+  plain = asgm.autosgm(**kwargs)
+  injected = optax.inject_hyperparams(
+      asgm.autosgm, static_args=("diagnostics_every",))(**kwargs)
+  s_plain, s_injected = plain.init(PARAMS), injected.init(PARAMS)
+  for t in range(3):
+    assert (jax.tree.structure(s_plain)
+            == jax.tree.structure(s_injected.inner_state))
+    np.testing.assert_allclose(_diagnostics(s_plain).beta,
+                               _diagnostics(s_injected).beta, rtol=1e-7)
+    _, s_plain = plain.update(_grads(t), s_plain, PARAMS)
+    _, s_injected = injected.update(_grads(t), s_injected, PARAMS)

@@ -104,47 +104,6 @@ class PerLeaf:
     return f"PerLeaf(rows={self.rows!r}, treedef={self.treedef})"
 
 
-@dataclasses.dataclass(frozen=True)
-class Constant:
-  """A number the transformation fixes when it is built, kept in a state's
-  structure rather than in a buffer.
-
-  A pytree node without leaves: the number is auxiliary data, as a field
-  marked ``pytree_node=False`` is in a ``flax.struct`` dataclass. So a
-  jitted step neither reads nor writes it, a checkpoint holds no copy, and a
-  reader of the state still finds it. Where the same slot may hold a value
-  that changes between steps (a hyperparameter injected by
-  ``optax.inject_hyperparams``) the state holds an array instead. The
-  readers (e.g. :func:`autosgm_optax.learning_dynamics`) give arrays
-  either way.
-
-  Attributes:
-    value: the number (a Python float).
-    dtype: the dtype the readers give it, as a string.
-  """
-
-  value: float
-  dtype: str = "float32"
-
-
-jax.tree_util.register_pytree_node(Constant, lambda c: ((), c), lambda c, _: c)
-
-
-def constant_or_array(x: Any, dtype: Any) -> Any:
-  """``x`` as a :class:`Constant` where it is a Python number, else as an
-  array of ``dtype`` (a traced or injected value)."""
-  if is_number(x):
-    return Constant(float(x), jnp.dtype(dtype).name)
-  return jnp.asarray(x, dtype)
-
-
-def as_array(x: Any) -> jax.Array:
-  """The array a :class:`Constant` stands for, or ``x`` as an array."""
-  if isinstance(x, Constant):
-    return jnp.asarray(x.value, x.dtype)
-  return jnp.asarray(x)
-
-
 class FilterFacts(NamedTuple):
   """What the filter that ran tells the diagnostics: its pole ``beta``, zero
   ``gamma`` and gain ``eta`` (numbers or arrays), and ``s``, the debias

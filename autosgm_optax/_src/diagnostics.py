@@ -113,10 +113,13 @@ class DiagnosticsState(NamedTuple):
   # zero is a plain 0 and there is no decoupled decay)
   r_undefined: _base.PerLeaf  # per leaf: int32, the number of elements
   # where alpha(t-1) is not > 0 (0, negative or NaN), where r is reported as 0
-  beta: Any  # the filter's pole: a _base.Constant where the transformation
-  # fixes it (no buffer: read it with _base.as_array), else (an injected
-  # pole) a scalar array, the value of the recorded update
-  eta: Any  # the filter's gain, as beta
+  beta: chex.Array  # shape=(); the filter's pole. A number fixed when the
+  # optimizer is built is written once, by init, and passed through by the
+  # updates (no per-step copy); an injected one may change between updates
+  # and is written with each record (the pole of the recorded update). The
+  # state has the same structure either way (optax.inject_hyperparams gives
+  # the plain state).
+  eta: chex.Array  # shape=(); the filter's gain, kept as beta
   values: dict  # quantity name -> Summary or per-element tree
   count: chex.Array  # shape=(), int32; updates made so far
   recorded: chex.Array  # shape=(), int32; the update ``values`` describe
@@ -192,9 +195,8 @@ def init(
   gain: Any = None,
 ) -> DiagnosticsState:
   """The diagnostics state for ``params`` at ``level``; ``pole`` and
-  ``gain`` are the filter's ``beta`` and ``eta`` as built (numbers become
-  :class:`~autosgm_optax._src.base.Constant`; None or an array: recorded
-  with each record)."""
+  ``gain`` are the filter's ``beta`` and ``eta`` as built (numbers, or the
+  arrays ``optax.inject_hyperparams`` passes; 0 and 1 without a filter)."""
   zeros = lambda: _base.zeros_like_tree(params, None)
   leaves, treedef = jax.tree.flatten(params)
   if level == "summary":
@@ -210,8 +212,8 @@ def init(
     alpha_prev=zeros() if every_update(level, every) else None,
     input_prev=zeros() if (track_grad or track_decay) else None,
     r_undefined=_base.PerLeaf.stack(counts, treedef, jnp.int32),
-    beta=_base.constant_or_array(0.0 if pole is None else pole, dtype),
-    eta=_base.constant_or_array(1.0 if gain is None else gain, dtype),
+    beta=jnp.asarray(0.0 if pole is None else pole, dtype),
+    eta=jnp.asarray(1.0 if gain is None else gain, dtype),
     values=values,
     count=jnp.zeros([], jnp.int32),
     recorded=jnp.zeros([], jnp.int32),
@@ -367,6 +369,7 @@ def record(
   *,
   track_grad: bool,
   every: Any,
+  fixed: bool = False,
 ) -> tuple[DiagnosticsState, list]:
   """The summary level's record with ``diagnostics_every``, taken before the
   update.
@@ -398,7 +401,9 @@ def record(
   due_next = (count + 1) % every == 0
   dtype = state.values["summary"].rows.dtype
   rows, counted, hs, ones = [], [], [], []
-  beta = eta = None
+  # (a pole and gain fixed when built pass by the conditionals: init wrote
+  # them; an injected pair is the recorded update's)
+  filter_record = None
   for part in parts:
     old = part.diagnostics
 
@@ -428,8 +433,12 @@ def record(
       return (
         _base.PerLeaf.stack(_rows(columns, dtype), part_def, dtype).rows,
         _base.PerLeaf.stack(counts, part_def, jnp.int32).rows,
-        _recorded(state.beta, filt[0]),
-        _recorded(state.eta, filt[2]),
+        None
+        if fixed
+        else (
+          _recorded(state.beta, filt[0], fixed),
+          _recorded(state.eta, filt[2], fixed),
+        ),
         _one(count),
       )
 
@@ -437,12 +446,13 @@ def record(
       return (
         old.values["summary"].rows,
         old.r_undefined.rows,
-        state.beta,
-        state.eta,
+        None if fixed else (state.beta, state.eta),
         _one(state.recorded),
       )
 
-    part_rows, part_counts, beta, eta, one = jax.lax.cond(due, take, keep, None)
+    part_rows, part_counts, filter_record, one = jax.lax.cond(
+      due, take, keep, None
+    )
     rows.append(part_rows)
     counted.append(part_counts)
     if old.input_prev is not None:
@@ -467,8 +477,8 @@ def record(
     alpha_prev=state.alpha_prev,
     input_prev=None if state.input_prev is None else treedef.unflatten(hs),
     r_undefined=_base.PerLeaf(stacked(counted), treedef),
-    beta=beta,
-    eta=eta,
+    beta=state.beta if filter_record is None else filter_record[0],
+    eta=state.eta if filter_record is None else filter_record[1],
     values={"summary": _base.PerLeaf(stacked(rows), treedef)},
     count=count,
     recorded=jnp.where(due, count, state.recorded),
@@ -532,6 +542,7 @@ def recorder(
   *,
   track_grad: bool,
   every: Any,
+  fixed: bool = False,
 ) -> Callable:
   """The record of ``diagnostics_every`` for ``backend.run``: from the parts
   of the step (``(updates, state, params)`` each), the new diagnostics state
@@ -551,17 +562,17 @@ def recorder(
       state,
       track_grad=track_grad,
       every=every,
+      fixed=fixed,
     )
 
   return run
 
 
-def _recorded(old: Any, new: Any) -> Any:
-  """The record's pole or gain: a constant stays; an injected value is
-  recorded (it may change between updates)."""
-  if isinstance(old, _base.Constant):
-    return old
-  return jnp.asarray(new, old.dtype)
+def _recorded(old: chex.Array, new: Any, fixed: bool) -> chex.Array:
+  """The record's pole or gain: one fixed when the optimizer was built
+  passes through (init wrote it); an injected one is recorded (it may change
+  between updates)."""
+  return old if fixed else jnp.asarray(new, old.dtype)
 
 
 def _one(count: chex.Array) -> chex.Array:
@@ -572,7 +583,12 @@ def _one(count: chex.Array) -> chex.Array:
 
 
 def update(
-  signal: _base.Signal, state: DiagnosticsState, level: str, *, track_grad: bool
+  signal: _base.Signal,
+  state: DiagnosticsState,
+  level: str,
+  *,
+  track_grad: bool,
+  fixed: bool = False,
 ) -> tuple[Any, DiagnosticsState]:
   """The update ``signal.finish()`` and its record, on every update (the
   element level, and the summary level with ``diagnostics_every=1``).
@@ -582,7 +598,9 @@ def update(
   which the caller's ``apply_updates`` overwrites). So the new history is
   taken after everything that reads the old history, and the update after
   the new history and the statistics that read the parameters
-  (``signal.realisation.after``): the order is then in the data.
+  (``signal.realisation.after``): the order is then in the data. With
+  ``fixed`` the filter's pole and gain were fixed when the optimizer was
+  built: init wrote them and they pass through.
   """
   beta, _, eta, _ = (
     signal.filter if signal.filter is not None else (0.0, 0.0, 1.0, 1)
@@ -622,8 +640,8 @@ def update(
     alpha_prev=treedef.unflatten(alphas),
     input_prev=None if state.input_prev is None else treedef.unflatten(hs),
     r_undefined=_base.PerLeaf.stack(undefined, rows_def, jnp.int32),
-    beta=_recorded(state.beta, beta),
-    eta=_recorded(state.eta, eta),
+    beta=_recorded(state.beta, beta, fixed),
+    eta=_recorded(state.eta, eta, fixed),
     values=values,
     count=count,
     recorded=count,
@@ -643,6 +661,9 @@ class Observer:
     track_grad: keep ``gamma g(t-1)`` for ``e(t)`` (the filter's zero is
       not a plain 0).
     track_decay: keep the decoupled-decay term for ``e(t)``.
+    fixed: the filter's pole and gain are numbers fixed when the optimizer
+      is built (or there is no filter): init writes them into the state
+      and the updates pass them through.
   """
 
   level: str
@@ -650,6 +671,7 @@ class Observer:
   slots: dict
   track_grad: bool
   track_decay: bool
+  fixed: bool
 
   @property
   def every_update(self) -> bool:
@@ -680,7 +702,13 @@ class Observer:
   def update(
     self, signal: _base.Signal, state: DiagnosticsState
   ) -> tuple[Any, DiagnosticsState]:
-    return update(signal, state, self.level, track_grad=self.track_grad)
+    return update(
+      signal,
+      state,
+      self.level,
+      track_grad=self.track_grad,
+      fixed=self.fixed,
+    )
 
   def recorder(
     self, blocks: Callable, state: DiagnosticsState, updates: Any
@@ -692,6 +720,7 @@ class Observer:
       jax.tree.structure(updates),
       track_grad=self.track_grad,
       every=self.every,
+      fixed=self.fixed,
     )
 
 
@@ -706,10 +735,17 @@ def observer(
   check_blocks(slots, every, every_update(level, every))
   filt, decay = slots["filter"], slots["decay"]
   coupled = decay is not None and decay.kind == "coupled_decay"
+  spec = None if filt is None else filt.facts.filter
+  fixed = filt is None or (
+    spec is not None
+    and _base.is_number(spec.beta)
+    and _base.is_number(spec.eta)
+  )
   return Observer(
     level=level,
     every=every,
     slots=slots,
     track_grad=filt is not None and not filt.facts.zero_is_zero,
     track_decay=decay is not None and not coupled and not decay.facts.identity,
+    fixed=fixed,
   )

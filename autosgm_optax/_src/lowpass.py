@@ -19,7 +19,8 @@ from autosgm_optax._src import base as _base
 class LowpassFilterState(NamedTuple):
   """State of :func:`lowpass_filter`."""
 
-  count: chex.Array  # shape=(), dtype=jnp.int32; updates made so far.
+  count: chex.Array  # shape=(), dtype=jnp.int32; updates made so
+  # far, for a debias (None without: nothing to count)
   m: optax.Updates  # m(t) = beta m(t-1) + eta g(t); like params.
 
 
@@ -201,10 +202,12 @@ def lowpass_filter(
     gain = default_gain(beta, gamma) if eta is None else eta
     zero = gamma
   exact = debias is True
+  counted = debias is not False  # a debias evaluates the count
 
   def init_fn(params):
     return LowpassFilterState(
-      count=jnp.zeros([], jnp.int32), m=_base.zeros_like_tree(params, dtype)
+      count=jnp.zeros([], jnp.int32) if counted else None,
+      m=_base.zeros_like_tree(params, dtype),
     )
 
   def moment(g, m):
@@ -231,7 +234,7 @@ def lowpass_filter(
 
   def apply_fn(signal, state, params):
     del params
-    count_inc = optax.safe_increment(state.count)
+    count_inc = optax.safe_increment(state.count) if counted else None
     g, m_old = signal.grad, state.m
     if dtype is None:  # the library's float32 state for low-precision
       # inputs: computed in float32 (a chosen dtype computes as Optax does,

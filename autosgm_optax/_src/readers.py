@@ -113,7 +113,8 @@ def _count_or_none(core: ScaleByAutoSGMState) -> Any:
   or None where every slot is empty."""
   for block_state in core:
     if "count" in getattr(block_state, "_fields", ()):  # (a tuple's count
-      return block_state.count  # is a method)
+      if block_state.count is not None:  # is a method; None: not counted)
+        return block_state.count
   return None
 
 
@@ -348,11 +349,11 @@ def _dynamics(
   step = -mu if descent else mu
   values = diag.values
   recorded = (diag.recorded == diag.count) & (diag.count > 0)
-  beta = _base.as_array(diag.beta)
+  beta = diag.beta
   common = dict(
     r_undefined=diag.r_undefined.tree(),
     beta=beta,
-    eta=_base.as_array(diag.eta),
+    eta=diag.eta,
     step=diag.recorded,
     recorded=recorded,
   )
