@@ -42,10 +42,20 @@ KRONECKER_STEP = 0.6180339887
 
 
 class WindowState(NamedTuple):
-  """State of a window block."""
+  """State of a window block.
+
+  ``value`` is ``F`` of the last update, which the readers and the
+  diagnostics read (before the first update: the ``F`` the first update
+  uses, as the learning-rate block keeps ``mu``). A number given when the
+  block is built is written once, by ``init``, and passed through by the
+  updates. A schedule's value is written with each update: the state holds
+  no schedule to derive it from (as ``optax.inject_hyperparams`` keeps the
+  values of the schedules it evaluates), and an injected window has the
+  same state.
+  """
 
   count: chex.Array  # shape=(), dtype=jnp.int32; updates made so far.
-  value: chex.Array  # shape=(); F of the last update (0 before the first).
+  value: chex.Array  # shape=(); F of the last update (see above).
 
 
 def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
@@ -75,10 +85,14 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
   """
   _base.check_type("window", window, allow_schedule=True)
 
+  fixed = _base.is_number(window)
+
   def init_fn(params):
+    count = jnp.zeros([], jnp.int32)
+    first = _base.evaluate(window, count)  # F of the first update
     return WindowState(
-      count=jnp.zeros([], jnp.int32),
-      value=jnp.zeros([], _base.scalar_dtype(params)),
+      count=count,
+      value=jnp.array(first, _base.scalar_dtype(params), copy=True).reshape(()),
     )
 
   def apply_fn(signal, state, params):
@@ -86,7 +100,7 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
     value = _base.evaluate(window, state.count)
     new_state = WindowState(
       count=optax.safe_increment(state.count),
-      value=jnp.asarray(value, state.value.dtype),
+      value=state.value if fixed else jnp.asarray(value, state.value.dtype),
     )
     return signal._replace(window=value), new_state
 

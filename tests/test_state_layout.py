@@ -1,10 +1,13 @@
-"""What the diagnostics state keeps of the filter, and how records stack.
+"""What the states keep: numbers fixed when built, counters, stacked records.
 
-A pole and gain fixed when the optimizer is built are written once, by
-``init``, and passed through by every update. An injected pole may change
-between updates and is recorded with each record. Both have the same state
-structure (``optax.inject_hyperparams`` gives the plain state). Records
-stacked over steps (``jax.lax.scan``) still read back per leaf.
+A filter pole and gain fixed when the optimizer is built are written once
+into the diagnostics state, by ``init``, and passed through by every update;
+an injected pole may change between updates and is recorded with each
+record. A window given as a number is written once too; a schedule's value
+with each update. Both have the same state structure as their injected
+forms (``optax.inject_hyperparams`` gives the plain state). A filter counts
+updates only for a debias. Records stacked over steps (``jax.lax.scan``)
+still read back per leaf.
 """
 
 import jax
@@ -125,3 +128,46 @@ def test_injected_and_plain_states_have_one_structure(every):
                                _diagnostics(s_injected).beta, rtol=1e-7)
     _, s_plain = plain.update(_grads(t), s_plain, PARAMS)
     _, s_injected = injected.update(_grads(t), s_injected, PARAMS)
+
+
+def test_a_fixed_window_is_written_once_a_schedule_every_update():
+  fixed = asgm.scale_by_window(0.5)
+  schedule = asgm.scale_by_window(lambda count: 0.5 ** count)
+  g = jnp.ones(2)
+  s_fixed, s_schedule = fixed.init(g), schedule.init(g)
+  # before the first update: the F the first update uses
+  assert float(s_fixed.value) == 0.5 and float(s_schedule.value) == 1.0
+  for t in range(4):
+    u_fixed, s_fixed = fixed.update(g, s_fixed)
+    u_schedule, s_schedule = schedule.update(g, s_schedule)
+    assert float(s_fixed.value) == 0.5
+    np.testing.assert_array_equal(u_fixed, 0.5 * g)
+    assert float(s_schedule.value) == 0.5 ** t  # F of update t + 1
+    np.testing.assert_array_equal(u_schedule, 0.5 ** t * g)
+    assert int(s_schedule.count) == int(s_fixed.count) == t + 1
+  # the readers: mu F of the last update, 0 before the first
+  tx = asgm.autosgm(0.1, window=0.5)
+  state = tx.init(PARAMS)
+  assert float(asgm.effective_learning_rate(state)) == 0.0
+  _, state = tx.update(_grads(0), state, PARAMS)
+  np.testing.assert_allclose(asgm.effective_learning_rate(state), 0.05)
+
+
+def test_a_filter_counts_only_for_a_debias():
+  for debias, counted in ((False, False), (True, True)):
+    tx = asgm.lowpass_filter(0.9, debias=debias)
+    state = tx.init(PARAMS)
+    assert (state.count is not None) == counted
+    _, state = tx.update(_grads(0), state)
+    assert (state.count is not None) == counted
+  # the library's one-liner at the PHB point: no counter for the filter,
+  # and still exactly optax.sgd
+  tx = asgm.presets.sgd(0.1, momentum=0.9)
+  state = tx.init(PARAMS)
+  twin = optax.sgd(0.1, momentum=0.9)
+  twin_state = twin.init(PARAMS)
+  for t in range(5):
+    u, state = tx.update(_grads(t), state, PARAMS)
+    v, twin_state = twin.update(_grads(t), twin_state, PARAMS)
+    for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(v)):
+      np.testing.assert_array_equal(x, y)
