@@ -31,6 +31,8 @@ CONFIGS = {
                          weight_decay_mask=asgm.default_weight_decay_mask),
     "diagnostics": dict(gamma=0.5, numerator="correlation", weight_decay=1e-2,
                         diagnostics="summary"),
+    "matrix path": dict(gamma=0.5, numerator="correlation", weight_decay=1e-2,
+                        matrix="newton_schulz"),
 }
 
 

@@ -13,9 +13,14 @@ state buffer of a leaf in its own kernel and reads the leaf's gradient,
 parameters and new state again in the following kernels. Which kernels run
 when, and which donated buffers it must copy, follow from data dependencies
 only (it removes ``lax.optimization_barrier`` before scheduling). The
-ordering tricks keep every bit (selects through an exact 1); the in-place
-filter output is an algebraically equal form, equal up to float32
-rounding.
+ordering tricks add no arithmetic (selects through an exact 1 pass every
+bit), but a leaf's kernels compiled apart from the others' may be fused,
+and so rounded, otherwise than the whole tree's: leaf by leaf or not, the
+updates differ by float32 rounding (a few ulps; matrix leaves alike,
+``tests/test_backend.py::test_each_trick_changes_rounding_only``). With and
+without diagnostics the step is ordered the same way, so those two agree
+bit for bit. The in-place filter output is an algebraically equal form,
+equal up to float32 rounding.
 
 Each trick is kept because it earns at least 5% on the configuration it
 targets, measured side by side by ``python benchmarks/step_time.py
