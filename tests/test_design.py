@@ -748,3 +748,17 @@ def test_design_is_public():
     assert getattr(design, name).__doc__, name
   # Pure NumPy: float64 out, whatever JAX's default precision.
   assert design.impulse_response(0.9, 0.0).dtype == np.float64
+
+
+def test_muons_filter_is_the_matrix_leaves_nadam_or_adam_filter():
+  from autosgm_optax._src.presets import filter_block  # pylint: disable=g-import-not-at-top
+  spec = lambda *a, **k: filter_block(*a, **k).facts.filter
+  # optax.contrib.muon's nesterov momentum is NAdam's first moment
+  assert spec(presets.muon, 0.02) == spec(presets.nadam, 1e-3, b1=0.95)
+  assert spec(presets.muon, 0.02, beta=0.9) == spec(presets.nadam, 1e-3)
+  assert spec(presets.muon, 0.02, nesterov=False) == spec(
+      presets.adam, 1e-3, b1=0.95)
+  # the other leaves' pole (adam_b1) is not the matrix leaves' filter
+  assert spec(presets.muon, 0.02, adam_b1=0.5) == spec(presets.muon, 0.02)
+  d = design.of(presets.muon, 0.02)
+  assert (d.beta, d.debias) == (0.95, "nadam")

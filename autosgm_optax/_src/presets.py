@@ -421,6 +421,8 @@ _FILTERS: dict[str, Callable[[dict], Optional[_base.AutoSGMBlock]]] = {
   "nadam": lambda a: _adam_filter(a["b1"], a["mu_dtype"], True),
   "qhm": lambda a: _qhm_filter(a["nu"], a["beta"], False),
   "qhadam": lambda a: _qhm_filter(a["nu1"], a["b1"], "ema"),
+  # the matrix leaves' filter (the other leaves run adamw's, pole adam_b1)
+  "muon": lambda a: _adam_filter(a["beta"], a["mu_dtype"], a["nesterov"]),
 }
 
 
@@ -429,7 +431,8 @@ def filter_block(
 ) -> Optional[_base.AutoSGMBlock]:
   """The filter block that ``preset(*args, **kwargs)`` runs (None where the
   preset has no filter); its ``facts.filter`` is the filter's
-  :class:`autosgm_optax.FilterSpec`.
+  :class:`autosgm_optax.FilterSpec`. For :func:`muon`, the matrix leaves'
+  filter (its other leaves run :func:`adamw`'s, with pole ``adam_b1``).
 
   Example:
     >>> from autosgm_optax import presets
