@@ -45,8 +45,15 @@ consumer: 1.7-3.2% on a 2-core AMD EPYC, 2026-12-05).
   the parameters; the kernels that overwrite those donated buffers take
   their inputs through an exact 1 computed from the readers, so that they
   wait for them and XLA copies no buffer (1.15x at 1M, 1.25x at 10M,
-  recorded on every update). Off (or on another device), the record's 1s
-  are dropped.
+  recorded on every update). XLA copies a donated buffer whose readers it
+  cannot order before the kernel that overwrites it: here the old history,
+  and the parameters, which the caller's ``apply_updates`` overwrites.
+  With ``diagnostics_every`` the record runs in conditionals, which return
+  ``Realisation.token(count)`` (a scalar buffer that the kernels read, not
+  arithmetic they repeat for every element); the part's step is ordered
+  after them, and a conditional that passes a buffer through does so
+  without a copy. Off (or on another device), there are no tokens and the
+  compiler orders the kernels.
 
 An exact 1 orders a value by a select (:func:`times`), never a product:
 the order must not change the step's arithmetic, or turning the
@@ -169,14 +176,22 @@ def _after(tree: Any, token: Any) -> Any:
   return times(tree, exact_one(token))
 
 
+def _token(count: Any) -> Any:
+  # As an output of a conditional, a scalar buffer that the kernels read,
+  # not arithmetic they repeat for every element.
+  return 1 + 0 * count.astype(jnp.float32)
+
+
 def realisation(leaves: list[Any]) -> _base.Realisation:
   """The realisation for arrays like ``leaves``: the CPU one on one CPU
   device (less what :func:`without` turned off), else the plain one."""
   if not on_one_cpu(leaves):
     return _base.PLAIN
+  ordered = _on("ordered_record")
   return _base.Realisation(
     filter_output=_in_place_filter if _on("in_place_filter") else None,
-    after=_after if _on("ordered_record") else _base.PLAIN.after,
+    after=_after if ordered else _base.PLAIN.after,
+    token=_token if ordered else _base.PLAIN.token,
   )
 
 
@@ -328,10 +343,8 @@ def run(
   else:
     parts = [(updates, state, params)]
   recorded, ones = None, [None] * len(parts)
-  if record is not None:
-    recorded, ones = record(parts, realise)
-    if realise.after is _base.PLAIN.after:  # no ordered record here
-      ones = [None] * len(parts)
+  if record is not None:  # (its 1s are None where the record is not
+    recorded, ones = record(parts, realise)  # ordered)
   outs, states, previous = [], [], None
   for (g, s, p), recorded_one in zip(parts, ones):
     # One exact 1 orders the part's inputs: after the record (which reads

@@ -143,10 +143,15 @@ class Realisation(NamedTuple):
       (or None where that form does not apply).
     after: ``after(tree, token)``: ``tree``, computed after every array of
       ``token`` (the plain one ignores ``token``).
+    token: ``token(count)``: an exact 1 made from the int32 scalar
+      ``count``, which a conditional returns so that the step can be
+      ordered after it (the diagnostics' record); None for no order (the
+      plain one).
   """
 
   filter_output: Optional[Callable[..., Any]] = None
   after: Callable[[Any, Any], Any] = lambda tree, token: tree
+  token: Callable[[Any], Any] = lambda count: None
 
 
 #: The plain realisation: the formulas as written.

@@ -130,9 +130,8 @@ class DiagnosticsState(NamedTuple):
 
 def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   # jnp.std subtracts the mean first: E[x^2] - E[x]^2 loses the standard
-  # deviation of a nearly constant alpha to cancellation in float32. (Of the
-  # forms tried, this one also streams the fewest bytes under XLA on CPU:
-  # moments about the first element made XLA write x - c to memory.)
+  # deviation of a nearly constant alpha to cancellation in float32 (and
+  # moments about the first element streamed more bytes, docs/performance.md).
   if not x.size:  # an empty leaf: nothing to summarise
     zero = jnp.zeros([], x.dtype)
     return zero, zero, zero
@@ -370,31 +369,28 @@ def record(
   track_grad: bool,
   every: Any,
   fixed: bool = False,
+  token: Callable[[Any], Any] = _base.PLAIN.token,
 ) -> tuple[DiagnosticsState, list]:
   """The summary level's record with ``diagnostics_every``, taken before the
   update.
 
-  Two conditionals per part (a leaf on one CPU device, else the tree). The
-  first records the part's statistics on the updates whose number is a
-  multiple of ``every`` (and hands back the last record on the others); the
-  second keeps the history ``h(t)`` on the updates before those, which
-  ``e`` of the next one needs (and passes the old one through on the
-  others, which XLA on CPU does without a copy). Their branches recompute
-  what they need from the step's own inputs (the blocks applied again to the
-  old states, the gradient and the parameters; ``alpha(t-1)`` from the
-  factors the blocks' old states hold), so that they read only buffers that
-  exist anyway. A conditional per part also lets XLA give every part's
-  branch the same temporary memory.
+  Two conditionals per part (a leaf where the backend runs the step leaf by
+  leaf, else the tree). The first records the part's statistics on the
+  updates whose number is a multiple of ``every`` (and hands back the last
+  record on the others); the second keeps the history ``h(t)`` on the
+  updates before those, which ``e`` of the next one needs (and passes the
+  old one through on the others). Their branches recompute what they need
+  from the step's own inputs (the blocks applied again to the old states,
+  the gradient and the parameters; ``alpha(t-1)`` from the factors the
+  blocks' old states hold), so that they read only buffers that exist
+  anyway.
 
-  Order is in the data, through exact 1s that are outputs of the
-  conditionals: the second conditional takes the first's 1 as an operand,
-  so it runs after the first (it overwrites the history the first reads),
-  and the backend
-  takes the part's inputs through the second's, so that every kernel that
-  reads a donated buffer runs after both, and XLA need not copy the
-  buffer.
+  Each conditional also returns ``token(count)`` (the realisation's; None
+  for the plain one): the second takes the first's as an operand, and the
+  backend orders the part's step after the second's (backend.py,
+  ``ordered_record``, says why).
 
-  Returns the new diagnostics state and the exact 1 of each part.
+  Returns the new diagnostics state and the token of each part.
   """
   count = optax.safe_increment(state.count)
   due = count % every == 0
@@ -439,7 +435,7 @@ def record(
           _recorded(state.beta, filt[0], fixed),
           _recorded(state.eta, filt[2], fixed),
         ),
-        _one(count),
+        token(count),
       )
 
     def keep(_, old=old):
@@ -447,7 +443,7 @@ def record(
         old.values["summary"].rows,
         old.r_undefined.rows,
         None if fixed else (state.beta, state.eta),
-        _one(state.recorded),
+        token(state.recorded),
       )
 
     part_rows, part_counts, filter_record, one = jax.lax.cond(
@@ -464,7 +460,8 @@ def record(
         _, _, _, part_hs, _ = _quantities(
           again, None, h_prevs, track_grad=track_grad
         )
-        return part_hs, _one(count) * one
+        mine = token(count)
+        return part_hs, None if mine is None else mine * one
 
       def pass_on(_, old=old, one=one):
         return jax.tree.leaves(old.input_prev), one
@@ -563,6 +560,7 @@ def recorder(
       track_grad=track_grad,
       every=every,
       fixed=fixed,
+      token=realisation.token,
     )
 
   return run
@@ -573,13 +571,6 @@ def _recorded(old: chex.Array, new: Any, fixed: bool) -> chex.Array:
   passes through (init wrote it); an injected one is recorded (it may change
   between updates)."""
   return old if fixed else jnp.asarray(new, old.dtype)
-
-
-def _one(count: chex.Array) -> chex.Array:
-  """An exact float32 1 that XLA cannot fold (computed from a count); as an
-  output of a conditional it is a buffer that kernels read, not arithmetic
-  they repeat for every element."""
-  return 1 + 0 * count.astype(jnp.float32)
 
 
 def update(
@@ -593,12 +584,11 @@ def update(
   """The update ``signal.finish()`` and its record, on every update (the
   element level, and the summary level with ``diagnostics_every=1``).
 
-  XLA copies a donated buffer whose readers it cannot order before the
-  kernel that overwrites it (here: the old history, and the parameters,
-  which the caller's ``apply_updates`` overwrites). So the new history is
-  taken after everything that reads the old history, and the update after
-  the new history and the statistics that read the parameters
-  (``signal.realisation.after``): the order is then in the data. With
+  The new history is taken after everything that reads the old history,
+  and the update after the new history and the statistics that read the
+  parameters, through ``signal.realisation.after`` (the plain realisation
+  leaves the order to the compiler; backend.py, ``ordered_record``, says
+  why the CPU one orders them). With
   ``fixed`` the filter's pole and gain were fixed when the optimizer was
   built: init wrote them and they pass through.
   """
