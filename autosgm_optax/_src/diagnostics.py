@@ -130,8 +130,9 @@ class DiagnosticsState(NamedTuple):
 
 def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   # jnp.std subtracts the mean first: E[x^2] - E[x]^2 loses the standard
-  # deviation of a nearly constant alpha to cancellation in float32 (and
-  # moments about the first element streamed more bytes, docs/performance.md).
+  # deviation of a nearly constant alpha to cancellation in float32 (and of
+  # the forms tried it streamed the fewest bytes: moments about the first
+  # element made the compiler write x - c to memory).
   if not x.size:  # an empty leaf: nothing to summarise
     zero = jnp.zeros([], x.dtype)
     return zero, zero, zero
@@ -432,8 +433,8 @@ def record(
         None
         if fixed
         else (
-          _recorded(state.beta, filt[0], fixed),
-          _recorded(state.eta, filt[2], fixed),
+          jnp.asarray(filt[0], state.beta.dtype),
+          jnp.asarray(filt[2], state.eta.dtype),
         ),
         token(count),
       )

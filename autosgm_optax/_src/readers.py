@@ -349,10 +349,9 @@ def _dynamics(
   step = -mu if descent else mu
   values = diag.values
   recorded = (diag.recorded == diag.count) & (diag.count > 0)
-  beta = diag.beta
   common = dict(
     r_undefined=diag.r_undefined.tree(),
-    beta=beta,
+    beta=diag.beta,
     eta=diag.eta,
     step=diag.recorded,
     recorded=recorded,
@@ -365,7 +364,7 @@ def _dynamics(
     return Dynamics(
       alpha=fresh(_scale_summary(values["alpha"], mu)),
       r=fresh(_scale_summary(values["r"], ratio)),
-      margin=fresh(_scale_summary(values["r"], beta * ratio)),  # r >= 0
+      margin=fresh(_scale_summary(values["r"], diag.beta * ratio)),  # r>=0
       e=fresh(values["e"]),
       dw=fresh(_scale_summary(values["update"], step)),
       **common,
@@ -374,7 +373,7 @@ def _dynamics(
   return Dynamics(
     alpha=jax.tree.map(lambda x: mu * x, values["alpha"]),
     r=r,
-    margin=jax.tree.map(lambda x: beta * jnp.abs(x), r),
+    margin=jax.tree.map(lambda x: diag.beta * jnp.abs(x), r),
     e=values["e"],
     dw=jax.tree.map(lambda x: step * x, values["update"]),
     **common,
