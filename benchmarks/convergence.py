@@ -147,6 +147,7 @@ if HERE not in sys.path:  # the sibling convergence_report.py
   sys.path.insert(0, HERE)
 
 import convergence_report  # pylint: disable=wrong-import-position
+from step_time import cpu_model  # pylint: disable=wrong-import-position
 
 best_learning_rate = convergence_report.best_learning_rate
 mean_valid = convergence_report.mean_valid
@@ -1137,17 +1138,6 @@ MATRIX_PAIRS = (("muon", "adamw"), ("matrix_corr_g0.5528", "adamw"),
                 ("matrix_scalar_g0.5528", "matrix_corr_g0.5528"))
 
 
-def _machine() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return "unknown CPU"
-
-
 def matrix_report(records: Sequence[dict[str, Any]], quick: bool = False
                   ) -> str:
   """``--matrix``'s report (Markdown): which leaves took the matrix path,
@@ -1164,7 +1154,7 @@ def matrix_report(records: Sequence[dict[str, Any]], quick: bool = False
   out = ["# Matrix oracle: training comparison", "",
          f"{len(records)} runs ({len(calls)} calls of {len(seeds)} seed(s) "
          f"batched by jax.vmap; {sum(calls.values()) / 60:.1f} min of "
-         f"calls, compilation included) on {_machine()}, "
+         f"calls, compilation included) on {cpu_model()}, "
          f"{os.cpu_count()} CPUs. Rates chosen on validation, reported on "
          "test; mean ± 95% t-interval over seeds.", ""]
   summary = []

@@ -219,11 +219,12 @@ def summary_bound(stat, n, updates, sup, rms):
   return elements + 2 * n * U * rms
 
 
-def reference_run(txs, params, targets, steps):
-  """Single-device run of every optimizer of ``txs``: host copies of
+def reference_run(txs, params, targets, steps, make=None):
+  """Single-device run of every optimizer of ``txs`` (built into one init
+  and one step by ``make``, default :func:`make_all`): host copies of
   (params, states) before the first step and after each step."""
   dev = jax.local_devices()[0]
-  init, step = make_all(txs)
+  init, step = (make_all if make is None else make)(txs)
   p = jax.device_put(copies(params, txs), dev)
   t = jax.device_put(targets, dev)
   states = jax.jit(init)(p)
@@ -249,13 +250,16 @@ def param_key(path, names=None):
   return None
 
 
-def state_shardings(abstract_state, param_shardings, mesh):
+def state_shardings(abstract_state, param_shardings, mesh, names=None):
   """out_shardings for init, from ``jax.eval_shape``: a parameter's sharding
   for the leaves shaped like it, replicated for the rest (counts, rates,
-  windows, per-leaf averages)."""
+  windows, per-leaf averages). ``names``: the parameters' shapes by name
+  (default the main problem's ``SHAPES``)."""
+  names = SHAPES if names is None else names
+
   def pick(path, leaf):
-    key = param_key(path)
-    if key is not None and tuple(leaf.shape) == SHAPES[key]:
+    key = param_key(path, names)
+    if key is not None and tuple(leaf.shape) == names[key]:
       return param_shardings[key]
     return NamedSharding(mesh, P())
   return jax.tree_util.tree_map_with_path(pick, abstract_state)
@@ -745,12 +749,9 @@ def matrix_placement_problems(tree, params, where):
 
 
 def matrix_state_shardings(abstract_state, param_shardings, mesh):
-  def pick(path, leaf):
-    key = matrix_param_key(path)
-    if key is not None and tuple(leaf.shape) == MATRIX_SHAPES[key]:
-      return param_shardings[key]
-    return NamedSharding(mesh, P())
-  return jax.tree_util.tree_map_with_path(pick, abstract_state)
+  """``state_shardings`` for the matrix problem's leaves."""
+  return state_shardings(abstract_state, param_shardings, mesh,
+                         names=MATRIX_SHAPES)
 
 
 def matrix_leaf_errors(got, want):
@@ -897,17 +898,8 @@ def matrix_explicit_traces():
 
 def main_matrix():
   host_params, host_data = matrix_problem()
-  dev = jax.local_devices()[0]
-  txs = matrix_configs()
-  init, step = matrix_make_all(txs)
-  p = jax.device_put(copies(host_params, txs), dev)
-  d = jax.device_put(host_data, dev)
-  states = jax.jit(init)(p)
-  step = jax.jit(step)
-  history = [jax.device_get((p, states))]
-  for i in range(MATRIX_STEPS):
-    p, states = step(p, states, d, phase_of(i))
-    history.append(jax.device_get((p, states)))
+  history = reference_run(matrix_configs(), host_params, host_data,
+                          MATRIX_STEPS, make=matrix_make_all)
   return {"device_count": jax.device_count(),
           "matrix_auto": capture(matrix_training, history),
           "matrix_controls": capture(matrix_controls),
