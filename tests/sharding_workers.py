@@ -805,11 +805,7 @@ def matrix_training(history):
           errors[name][k] = e  # (a NaN is kept)
 
   with jax.set_mesh(mesh):
-    shardings = matrix_shardings(mesh)
-    params0 = {k: jax.device_put(v, shardings[k])
-               for k, v in host_params.items()}
-    data = {k: jax.device_put(v, NamedSharding(mesh, P()))
-            for k, v in host_data.items()}
+    shardings, params0, data = matrix_placed(mesh, host_params, host_data)
     params = copies(params0, txs)
     abstract = jax.eval_shape(init, params)
     states = jax.jit(init, out_shardings=matrix_state_shardings(
@@ -841,6 +837,17 @@ def matrix_training(history):
               n_respecced=len(respecced), moved=moved)
 
 
+def matrix_placed(mesh, host_params, host_data):
+  """The matrix problem on ``mesh`` (inside ``jax.set_mesh``): the
+  parameters' shardings, the sharded parameters and the replicated data."""
+  shardings = matrix_shardings(mesh)
+  params0 = {k: jax.device_put(v, shardings[k])
+             for k, v in host_params.items()}
+  data = {k: jax.device_put(v, NamedSharding(mesh, P()))
+          for k, v in host_data.items()}
+  return shardings, params0, data
+
+
 def matrix_controls():
   """Optax on the same problem under the same auto mesh: the jitted step's
   compile count after 3 steps, for optax.adam and optax.contrib.muon."""
@@ -848,11 +855,7 @@ def matrix_controls():
   host_params, host_data = matrix_problem()
   out = {}
   with jax.set_mesh(mesh):
-    shardings = matrix_shardings(mesh)
-    params0 = {k: jax.device_put(v, shardings[k])
-               for k, v in host_params.items()}
-    data = {k: jax.device_put(v, NamedSharding(mesh, P()))
-            for k, v in host_data.items()}
+    _, params0, data = matrix_placed(mesh, host_params, host_data)
     for name, tx in (("optax.adam", optax.adam(MATRIX_LR)),
                      ("optax.contrib.muon", optax.contrib.muon(
                          MATRIX_LR,
