@@ -51,3 +51,18 @@ def test_convergence_matrix_mode_compares_adamw_muon_and_the_matrix_path(
                "matrix_scalar_g0.5528"):
     assert re.search(rf"^\| {re.escape(name)} \| ", report, re.M), report
   assert "Matrix path (rank 2" in report and "dense/kernel" in report
+
+
+def test_kernel_profile_reads_the_kernels_of_each_step_from_the_trace():
+  out = _run("kernel_profile.py", "--quick")
+  for condition in ("warm", "flushed"):
+    assert f"### {condition}" in out, out
+  rows = re.findall(r"^\| (full|floor \(4 buffers \+ reduction\)|optax\.adam)"
+                    r" \| [\d.]+ \| \d+ \| [\d.]+ \| (.+) \|$",
+                    out, re.M)
+  assert len(rows) == 6, out
+  kinds = {name: shown for name, shown in rows}
+  # The full configuration's per-leaf average is a reduction kernel; the
+  # trace's events are matched to the compiled program's instructions.
+  assert "reduce" in kinds["full"] or "ynn" in kinds["full"], out
+  assert "fusion" in kinds["optax.adam"], out
