@@ -58,16 +58,13 @@ import numpy as np
 import optax
 import step_time as st
 
-import autosgm_optax as asgm
+#: The rows of ``step_time.py`` this script profiles, by its entry names.
+PROFILED = ("full", "floor (4 buffers + reduction)", "optax.adam")
 
 
 def optimizers() -> list[tuple[str, Callable[[], Any]]]:
-  return [
-      ("full", lambda: asgm.autosgm(
-          st.LR, window=asgm.raised_cosine_window(1000), **st.FULL_KWARGS)),
-      ("floor (4 buffers + reduction)", lambda: st.floor_kernel(4, True)),
-      ("optax.adam", lambda: optax.adam(st.LR)),
-  ]
+  factories = dict(st.optimizers()[0])
+  return [(name, factories[name]) for name in PROFILED]
 
 
 def kernel_names(compiled: Any) -> set[str]:
