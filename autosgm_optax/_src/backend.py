@@ -375,7 +375,9 @@ def run(
     parts = [(updates, state, params)]
   recorded, ones = None, [None] * len(parts)
   if record is not None:  # (its 1s are None where the record is not
-    recorded, ones = record(parts, realise)  # ordered)
+    # ordered; the direction's copy serves the step's kernels, not the
+    # record's, which run in conditionals of their own)
+    recorded, ones = record(parts, realise._replace(apart=None))
   outs, states, previous = [], [], None
   for (g, s, p), recorded_one in zip(parts, ones):
     # One exact 1 orders the part's inputs: after the record (which reads
