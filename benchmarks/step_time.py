@@ -493,10 +493,10 @@ def ablation_configs() -> list[tuple[str, Callable[[], Any], tuple]]:
   window = lambda: asgm.raised_cosine_window(1000)
   full = lambda **kw: asgm.autosgm(LR, window=window(), **FULL_KWARGS, **kw)
   return [
-      ("full", full, ("in_place_filter", "leaf_by_leaf", "direction_apart")),
+      ("full", full, ("in_place_filter", "leaf_by_leaf")),
       ("full, no averaging", lambda: full(
           numerator_average=False, numerator_smoothing=None),
-       ("in_place_filter", "leaf_by_leaf", "direction_apart")),
+       ("in_place_filter", "leaf_by_leaf")),
       ("a zero, no numerator (gamma=0.5528)",
        lambda: asgm.autosgm(LR, gamma=0.5528), ("in_place_filter",)),
       ('full, diagnostics="summary"', lambda: full(diagnostics="summary"),

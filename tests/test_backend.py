@@ -79,7 +79,7 @@ def test_the_in_place_filter_output_is_the_plain_one():
 
 @pytest.mark.parametrize("trick, name", [
     ("in_place_filter", "full"), ("leaf_by_leaf", "full"),
-    ("direction_apart", "full"), ("ordered_record", "diagnostics")])
+    ("ordered_record", "diagnostics")])
 def test_without_turns_the_trick_off(trick, name):
   """Each trick changes the compiled program on the configuration it
   targets (so the tests of rounding below compare two programs)."""
@@ -195,47 +195,3 @@ def test_the_in_place_filter_streams_less():
   with backend.without("in_place_filter"):
     plain = bytes_accessed()
   assert in_place < plain
-
-
-def _temp_bytes(tx, params):
-  def step(p, s, g):
-    u, s = tx.update(g, s, p)
-    return optax.apply_updates(p, u), s
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
-      params, tx.init(params), params).compile()
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, list) else analysis
-  return compiled.memory_analysis().temp_size_in_bytes, analysis[
-      "bytes accessed"]
-
-
-def test_the_direction_apart_writes_no_temporary():
-  """Its reason to exist: with a numerator, the direction has two readers
-  (the numerator's estimate and the update). Computed once, XLA writes it
-  to a temporary buffer whose slot the next leaf reuses, so that the next
-  leaf waits for this one's update; computed apart, each copy is fused
-  into its reader, with the same bytes streamed."""
-  if backend.realisation([jnp.ones(3)]).filter_output is None:
-    pytest.skip("the CPU realisation is off on this device")
-  tx = asgm.autosgm(1e-2, **CONFIGS["full"])
-  # (leaves of distinct shapes: XLA shares one broadcast constant between
-  # the reductions of leaves of one shape, a temporary of its own)
-  shapes = [(256, 64), (128, 96), (64, 160), (4096,)]
-  params = {f"w{i}": jnp.ones(s) for i, s in enumerate(shapes)}
-  leaf = 4096 * 4  # the smallest leaf's bytes
-  temp, accessed = _temp_bytes(tx, params)
-  with backend.without("direction_apart"):
-    temp_once, accessed_once = _temp_bytes(tx, params)
-  assert temp_once >= leaf > 8 * temp, (temp, temp_once)
-  assert accessed <= accessed_once + 4096  # scalars aside
-
-
-def test_the_copy_is_read_only_for_the_direction_it_copies():
-  """The numerator reads the denominator's copy of the direction; a block
-  between them that changes the direction makes it read the new one."""
-  direction, copy, changed = jnp.ones(3), 2 * jnp.ones(3), 3 * jnp.ones(3)
-  signal = asgm.Signal(grad=direction, direction=direction,
-                       apart=(direction, copy))
-  assert signal.second_direction() is copy
-  assert signal._replace(direction=changed).second_direction() is changed
-  assert asgm.Signal(grad=copy, direction=copy).second_direction() is copy

@@ -20,18 +20,14 @@ updates differ by float32 rounding (a few ulps; matrix leaves alike,
 ``tests/test_backend.py::test_each_trick_changes_rounding_only``). With and
 without diagnostics the step is ordered the same way, so those two agree
 bit for bit. The in-place filter output is an algebraically equal form,
-equal up to float32 rounding; the direction's copy is the same formula on
-the same values, but XLA may contract its multiply-adds otherwise in the
-numerator's kernel than in the update's, so the two may differ in the
-last bit.
+equal up to float32 rounding.
 
 Each trick is kept because it earns at least 5% on the configuration it
 targets, measured side by side by ``python benchmarks/step_time.py
 --ablation`` (docs/performance.md has the table and the machine); a trick
-below that was deleted (the numerator's estimators read a second copy of
-the division ``H[g] / d`` by the same ``d``, which stayed a shared
-temporary: 1.7-3.2% on a 2-core AMD EPYC, 2026-12-05; ``direction_apart``
-below recomputes ``d`` too).
+below that was deleted (the numerator's estimators read a second,
+separately rounded copy of ``H[g] / d`` so that XLA fused each into its
+consumer: 1.7-3.2% on a 2-core AMD EPYC, 2026-12-05).
 
 - ``in_place_filter``: the filter's output from its new state,
   ``v = (1 - gamma/beta) m(t) + (gamma eta / beta) g(t)`` instead of
@@ -45,20 +41,6 @@ below recomputes ``d`` too).
   previous leaf's new state, so that XLA runs a leaf's kernels back to
   back and their re-reads hit the cache instead of interleaving the leaves
   (1.7-1.9x at 10M parameters; 1.02-1.06x at 1M).
-- ``direction_apart``: with a numerator, the denominator computes the
-  direction ``H[g] / d`` a second time, ``d`` included, from the same
-  values taken through ``lax.optimization_barrier`` (so that XLA does not
-  merge the two), and the numerator reads that copy
-  (:meth:`~autosgm_optax._src.base.Signal.second_direction`). XLA never
-  duplicates a division or a square root into a second reader: computed
-  once, the direction is written to a leaf-sized temporary, and the next
-  leaf's temporary takes the same slot, so the next leaf's kernels wait
-  for this leaf's update, which waits for its single-threaded per-leaf
-  reduction. Computed twice, each copy is fused into its one reader: no
-  temporary (0.44 MiB to 0.01 at 1M parameters), one kernel fewer per
-  leaf, the same bytes, and XLA's runtime runs a leaf's reduction and
-  update on a second thread while the next leaf starts (1.06-1.07x at 1M
-  parameters, 1.04x at 10M).
 - ``ordered_record``: the diagnostics' kernels read the old history and
   the parameters; the kernels that overwrite those donated buffers take
   their inputs through an exact 1 computed from the readers, so that they
@@ -94,12 +76,7 @@ import jax.numpy as jnp
 
 from autosgm_optax._src import base as _base
 
-TRICKS = (
-  "in_place_filter",
-  "leaf_by_leaf",
-  "direction_apart",
-  "ordered_record",
-)
+TRICKS = ("in_place_filter", "leaf_by_leaf", "ordered_record")
 
 _OFF: contextvars.ContextVar[frozenset] = contextvars.ContextVar(
   "autosgm_optax_backend_off", default=frozenset()
@@ -205,12 +182,9 @@ def _token(count: Any) -> Any:
   return 1 + 0 * count.astype(jnp.float32)
 
 
-def realisation(
-  leaves: list[Any], numerator: bool = False
-) -> _base.Realisation:
-  """The realisation for arrays like ``leaves`` (of a step with a
-  ``numerator``, or not): the CPU one on one CPU device (less what
-  :func:`without` turned off), else the plain one."""
+def realisation(leaves: list[Any]) -> _base.Realisation:
+  """The realisation for arrays like ``leaves``: the CPU one on one CPU
+  device (less what :func:`without` turned off), else the plain one."""
   if not on_one_cpu(leaves):
     return _base.PLAIN
   ordered = _on("ordered_record")
@@ -218,11 +192,6 @@ def realisation(
     filter_output=_in_place_filter if _on("in_place_filter") else None,
     after=_after if ordered else _base.PLAIN.after,
     token=_token if ordered else _base.PLAIN.token,
-    apart=(
-      jax.lax.optimization_barrier
-      if numerator and _on("direction_apart")
-      else None
-    ),
   )
 
 
@@ -346,18 +315,18 @@ def run(
   state: Any,
   params: Any,
   *,
-  numerator: bool,
+  leaf_by_leaf: bool,
   record: Optional[Record] = None,
 ) -> tuple[Any, Any, Any]:
   """``step`` on the whole tree, or leaf by leaf where that pays (on one CPU
-  device, with a ``numerator``, for two or more non-empty leaves).
+  device, with ``leaf_by_leaf``, for two or more non-empty leaves).
 
   Returns the update, the new state and ``record``'s result (or None).
   """
   leaves, treedef = jax.tree.flatten(updates)
-  realise = realisation(leaves, numerator)
+  realise = realisation(leaves)
   sequenced = (
-    numerator
+    leaf_by_leaf
     and realise is not _base.PLAIN
     and _on("leaf_by_leaf")
     and sum(1 for x in leaves if jnp.size(x)) >= 2
@@ -375,9 +344,7 @@ def run(
     parts = [(updates, state, params)]
   recorded, ones = None, [None] * len(parts)
   if record is not None:  # (its 1s are None where the record is not
-    # ordered; the direction's copy serves the step's kernels, not the
-    # record's, which run in conditionals of their own)
-    recorded, ones = record(parts, realise._replace(apart=None))
+    recorded, ones = record(parts, realise)  # ordered)
   outs, states, previous = [], [], None
   for (g, s, p), recorded_one in zip(parts, ones):
     # One exact 1 orders the part's inputs: after the record (which reads

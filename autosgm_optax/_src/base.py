@@ -147,16 +147,11 @@ class Realisation(NamedTuple):
       ``count``, which a conditional returns so that the step can be
       ordered after it (the diagnostics' record); None for no order (the
       plain one).
-    apart: None, or ``apart(tree)``: ``tree`` as values that the compiler
-      computes apart from every other use of the same arrays. The
-      denominator then computes the direction a second time, for the
-      numerator (:attr:`Signal.apart`).
   """
 
   filter_output: Optional[Callable[..., Any]] = None
   after: Callable[[Any, Any], Any] = lambda tree, token: tree
   token: Callable[[Any], Any] = lambda count: None
-  apart: Optional[Callable[[Any], Any]] = None
 
 
 #: The plain realisation: the formulas as written.
@@ -179,9 +174,6 @@ class Signal(NamedTuple):
     filter: the :class:`FilterFacts` of the filter that ran, or None: read
       by the diagnostics.
     realisation: the :class:`Realisation` of this device.
-    apart: None, or ``(direction, copy)``: the same direction computed a
-      second time, apart, by the denominator (where the realisation has
-      ``apart``), for :meth:`second_direction`.
   """
 
   grad: Any
@@ -192,21 +184,12 @@ class Signal(NamedTuple):
   window: Any = None
   filter: Any = None
   realisation: Realisation = PLAIN
-  apart: Optional[tuple[Any, Any]] = None
 
   @classmethod
   def from_gradient(
     cls, updates: Any, realisation: Realisation = PLAIN
   ) -> "Signal":
     return cls(grad=updates, direction=updates, realisation=realisation)
-
-  def second_direction(self) -> Any:
-    """The direction, for a reader besides the update (the numerator's
-    estimate): the denominator's copy where it made one for this
-    direction, else ``direction`` itself."""
-    if self.apart is not None and self.apart[0] is self.direction:
-      return self.apart[1]
-    return self.direction
 
   def finish(self) -> Any:
     """Returns ``F * a * (direction + decay)``, skipping the empty parts."""
@@ -322,7 +305,7 @@ class BlockUpdate:
       return signal.finish(), state
 
     out, state, _ = backend.run(
-      step, updates, state, params, numerator=self.kind == "numerator"
+      step, updates, state, params, leaf_by_leaf=self.kind == "numerator"
     )
     return output_dtype(out, updates, [self.facts.explicit_dtype]), state
 

@@ -144,7 +144,7 @@ def scale_by_autosgm(
       updates,
       state,
       params,
-      numerator=numerator is not None,
+      leaf_by_leaf=numerator is not None,
       record=record,
     )
     if recorded is not None:

@@ -114,21 +114,12 @@ def moment_denominator(
     # Optax's own moment update and bias correction, so that the Adam point
     # rounds exactly as optax.scale_by_adam.
     nu = optax.tree.update_moment_per_elem_norm(grad, state.nu, beta, 2)
-
-    def divided(x, nu, grad):  # (x / d, d)
-      d = denominator(nu, count_inc, grad)
-      return jax.tree.map(lambda x, dd: x / dd, x, d), d
-
-    direction, d = divided(signal.direction, nu, grad)
+    d = denominator(nu, count_inc, grad)
+    direction = jax.tree.map(lambda x, dd: x / dd, signal.direction, d)
     new_state = MomentDenominatorState(
       count=count_inc, nu=_base.cast_tree(nu, state.nu)
     )
-    out = signal._replace(direction=direction, denominator=d)
-    apart = signal.realisation.apart
-    if apart is not None:  # a copy for the numerator (backend.py)
-      copy, _ = divided(*apart((signal.direction, nu, grad)))
-      out = out._replace(apart=(direction, copy))
-    return out, new_state
+    return signal._replace(direction=direction, denominator=d), new_state
 
   def last_fn(state):  # d(t) of the last update
     return denominator(state.nu, state.count)

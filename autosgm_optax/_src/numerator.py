@@ -250,7 +250,7 @@ def correlation_numerator(
     # Used alone: the input and no d.
     columns = zip(
       leaves,
-      flat(signal.second_direction()),
+      flat(signal.direction),
       flat(signal.denominator),
       flat(params),
       flat(state.c),
