@@ -129,8 +129,7 @@ def profile(entry: st.Entry, steps: int, flush: Optional[np.ndarray]) -> dict:
   busy = statistics.median(sums) if sums else float("nan")
   return dict(median_ms=median_ms, per_kind=dict(per_kind),
               launches={k: v / steps for k, v in launches.items()},
-              wall_us=wall, concurrency=busy / wall if walls else float("nan"),
-              traced=bool(kernels))
+              wall_us=wall, concurrency=busy / wall if walls else float("nan"))
 
 
 def run_size(total: int, args) -> None:

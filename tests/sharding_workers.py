@@ -748,12 +748,6 @@ def matrix_placement_problems(tree, params, where):
   return placement_problems(tree, params, where, names=MATRIX_SHAPES)
 
 
-def matrix_state_shardings(abstract_state, param_shardings, mesh):
-  """``state_shardings`` for the matrix problem's leaves."""
-  return state_shardings(abstract_state, param_shardings, mesh,
-                         names=MATRIX_SHAPES)
-
-
 def matrix_leaf_errors(got, want):
   """Per configuration and parameter: the worst ``rel_err`` over the
   parameter and its per-element state buffers."""
@@ -808,8 +802,8 @@ def matrix_training(history):
     shardings, params0, data = matrix_placed(mesh, host_params, host_data)
     params = copies(params0, txs)
     abstract = jax.eval_shape(init, params)
-    states = jax.jit(init, out_shardings=matrix_state_shardings(
-        abstract, shardings, mesh))(params)
+    states = jax.jit(init, out_shardings=state_shardings(
+        abstract, shardings, mesh, names=MATRIX_SHAPES))(params)
     problems += matrix_placement_problems(states, params0, "init")
     # eager init (as nnx.Optimizer does) places the state too
     problems += matrix_placement_problems(init(params), params0,
