@@ -449,9 +449,12 @@ def run_size(total: int, args) -> None:
     elif kind == "floor":
       mark = ("meets goal" if ratio <= FLOOR_GOAL else
               "meets target" if ratio <= FLOOR_TARGET else "MISSES target")
+      rounds = ratios_per_round(ours, twin)
       verdicts.append(
           f"- {label}: {ratio:.3f}x the floor: {mark} "
-          f"(target <= {FLOOR_TARGET}x, goal {FLOOR_GOAL}x)")
+          f"(target <= {FLOOR_TARGET}x, goal {FLOOR_GOAL}x); per-round "
+          f"ratios: median {statistics.median(rounds):.3f}, interquartile "
+          f"[{quantile(rounds, 0.25):.3f}, {quantile(rounds, 0.75):.3f}]")
     elif kind == "diagnostics":
       mark = ("meets target" if ratio <= DIAGNOSTICS_TARGET
               else "MISSES target")
