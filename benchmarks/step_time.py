@@ -302,6 +302,12 @@ def quantile(xs, q):
   return float(np.quantile(np.asarray(xs), q))
 
 
+def spread_text(per_round: list[float]) -> str:
+  """The per-round ratios' median and interquartile range, as printed."""
+  return (f"median {statistics.median(per_round):.3f}, interquartile "
+          f"[{quantile(per_round, 0.25):.3f}, {quantile(per_round, 0.75):.3f}]")
+
+
 # ---------------------------------------------------------------------------
 # the rows
 
@@ -449,12 +455,10 @@ def run_size(total: int, args) -> None:
     elif kind == "floor":
       mark = ("meets goal" if ratio <= FLOOR_GOAL else
               "meets target" if ratio <= FLOOR_TARGET else "MISSES target")
-      rounds = ratios_per_round(ours, twin)
       verdicts.append(
           f"- {label}: {ratio:.3f}x the floor: {mark} "
           f"(target <= {FLOOR_TARGET}x, goal {FLOOR_GOAL}x); per-round "
-          f"ratios: median {statistics.median(rounds):.3f}, interquartile "
-          f"[{quantile(rounds, 0.25):.3f}, {quantile(rounds, 0.75):.3f}]")
+          f"ratios: {spread_text(ratios_per_round(ours, twin))}")
     elif kind == "diagnostics":
       mark = ("meets target" if ratio <= DIAGNOSTICS_TARGET
               else "MISSES target")
@@ -465,9 +469,8 @@ def run_size(total: int, args) -> None:
       verdicts.append(cadence_verdict(kinds, twin.median_ms))
 
   print(f"\ncontrol row (two copies of optax.adam): time ratio "
-        f"{control_ratio:.3f}; per-round ratios: median "
-        f"{statistics.median(per_round):.3f}, interquartile "
-        f"[{lo:.3f}, {hi:.3f}], range [{min(per_round):.3f}, "
+        f"{control_ratio:.3f}; per-round ratios: {spread_text(per_round)}, "
+        f"range [{min(per_round):.3f}, "
         f"{max(per_round):.3f}]; spread used for the presets: "
         f"1 +- {spread:.3f}")
   print("XLA temp buffers per step (compiled memory_analysis) and minor "
