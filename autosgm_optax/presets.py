@@ -15,23 +15,28 @@ preset      configuration                          twin
 ``adamw``   ``adam`` + decoupled decay, factor 1   ``optax.adamw``
 ``nadam``   quasi-hyperbolic form ``nu = b1``,     ``optax.nadam``
             NAdam's per-term debias; denominator
+``nadamw``  ``nadam`` + decoupled decay, factor 1  ``optax.nadamw``
 ``qhm``     quasi-hyperbolic form ``nu``, no       none (Ma & Yarats, 2019)
             debias, no denominator
 ``qhadam``  quasi-hyperbolic form ``nu1``, EMA     none (Ma & Yarats, 2019)
             debias; denominator mixed by ``nu2``
+``muon``    ``nadam``'s filter and the matrix      ``optax.contrib.muon``
+            oracle on matrix leaves, ``adamw``
+            elsewhere
 ==========  =====================================  ============================
 
-``sgd``, ``adam``, ``adamw`` and ``nadam`` take their twins' parameter names,
-kinds and defaults, accept what the twins accept (no extra validation) and
-keep their state dtypes (the parameters' dtype unless ``mu_dtype`` /
-``accumulator_dtype`` says otherwise), so swapping one for the other changes
-nothing. ``phb`` and ``nag`` are named shortcuts.
+``sgd``, ``adam``, ``adamw``, ``nadam`` and ``nadamw`` take their twins'
+parameter names, kinds and defaults, accept what the twins accept (no extra
+validation) and keep their state dtypes (the parameters' dtype unless
+``mu_dtype`` / ``accumulator_dtype`` says otherwise), so swapping one for the
+other changes nothing. ``phb`` and ``nag`` are named shortcuts.
 """
 
 from autosgm_optax._src.presets import adam
 from autosgm_optax._src.presets import adamw
 from autosgm_optax._src.presets import muon
 from autosgm_optax._src.presets import nadam
+from autosgm_optax._src.presets import nadamw
 from autosgm_optax._src.presets import nag
 from autosgm_optax._src.presets import phb
 from autosgm_optax._src.presets import qhadam
@@ -45,6 +50,7 @@ __all__ = (
   "adam",
   "adamw",
   "nadam",
+  "nadamw",
   "qhm",
   "qhadam",
   "muon",

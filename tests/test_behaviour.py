@@ -153,7 +153,7 @@ def test_complex_parameters_with_presets_and_unity():
     asgm.autosgm(1e-2, numerator="correlation").init(params)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "nadam", "nadamw"])
 def test_preset_signatures_match_optax(name):
   def shape(fn):
     return [(p.name, p.kind, p.default)

@@ -49,6 +49,11 @@ PAIRS = {
     "nadam": (lambda: presets.nadam(LR), lambda: optax.nadam(LR)),
     "nadam_options": (lambda: presets.nadam(LR, 0.8, 0.99, 1e-6, 1e-9),
                       lambda: optax.nadam(LR, 0.8, 0.99, 1e-6, 1e-9)),
+    "nadam_nesterov_false": (lambda: presets.nadam(LR, nesterov=False),
+                             lambda: optax.nadam(LR, nesterov=False)),
+    "nadamw": (lambda: presets.nadamw(LR, weight_decay=0.1, mask=_mask),
+               lambda: optax.nadamw(LR, weight_decay=0.1, mask=_mask)),
+    "nadamw_default": (lambda: presets.nadamw(LR), lambda: optax.nadamw(LR)),
     "adam_nesterov": (lambda: presets.adam(SCHEDULE, nesterov=True),
                       lambda: optax.adam(SCHEDULE, nesterov=True)),
     "adamw_nesterov": (
@@ -79,6 +84,11 @@ INJECTED = {
                 lambda: optax.inject_hyperparams(optax.adam)(LR)),
     "nadam": (lambda: optax.inject_hyperparams(presets.nadam)(SCHEDULE),
               lambda: optax.inject_hyperparams(optax.nadam)(SCHEDULE)),
+    "nadamw": (
+        lambda: optax.inject_hyperparams(presets.nadamw)(
+            SCHEDULE, weight_decay=WD_SCHEDULE),
+        lambda: optax.inject_hyperparams(optax.nadamw)(
+            SCHEDULE, weight_decay=WD_SCHEDULE)),
     "adamw_nesterov": (
         lambda: optax.inject_hyperparams(presets.adamw, static_args=(
             "nesterov",))(LR, weight_decay=WD_SCHEDULE, nesterov=True),

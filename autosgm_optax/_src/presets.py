@@ -30,6 +30,7 @@ __all__ = (
   "adam",
   "adamw",
   "nadam",
+  "nadamw",
   "qhm",
   "qhadam",
   "muon",
@@ -264,6 +265,8 @@ def nadam(
   eps: jax.typing.ArrayLike = 1e-8,
   eps_root: jax.typing.ArrayLike = 0.0,
   mu_dtype: Optional[Any] = None,
+  *,
+  nesterov: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""NAdam, bit for bit ``optax.nadam``: ``adam(..., nesterov=True)``.
 
@@ -289,6 +292,8 @@ def nadam(
     eps: added outside the square root.
     eps_root: added inside the square root.
     mu_dtype: dtype of the first moment; None for the parameters' dtype.
+    nesterov: as ``optax.nadam``'s (a ``functools.partial`` of
+      ``optax.adam``): False gives :func:`adam`.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -303,7 +308,54 @@ def nadam(
     >>> bool((ours[0] == theirs[0]).all())
     True
   """
-  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True)
+  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
+
+
+def nadamw(
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  mu_dtype: Optional[Any] = None,
+  weight_decay: optax.ScalarOrSchedule = 1e-4,
+  mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
+  *,
+  nesterov: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+  """NAdamW, bit for bit ``optax.nadamw``: ``adamw(..., nesterov=True)``.
+
+  :func:`nadam`'s first moment, :func:`adamw`'s decoupled decay.
+
+  Args:
+    learning_rate: a number or an ``optax.Schedule``.
+    b1: the filter's pole.
+    b2: the denominator's pole.
+    eps: added outside the square root.
+    eps_root: added inside the square root.
+    mu_dtype: dtype of the first moment; None for the parameters' dtype.
+    weight_decay: ``lambda``, a number or an ``optax.Schedule``.
+    mask: a tree of bools or a callable; False leaves are not decayed.
+    nesterov: as ``optax.nadamw``'s: False gives :func:`adamw`.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> from autosgm_optax import presets
+    >>> tx = presets.nadamw(1e-3, weight_decay=1e-2)
+  """
+  return adamw(
+    learning_rate,
+    b1,
+    b2,
+    eps,
+    eps_root,
+    mu_dtype,
+    weight_decay,
+    mask,
+    nesterov=nesterov,
+  )
 
 
 def _qhm_filter(nu, beta, debias):  # (no twin: checked)
@@ -418,7 +470,8 @@ _FILTERS: dict[str, Callable[[dict], Optional[_base.AutoSGMBlock]]] = {
   "nag": lambda a: _sgd_filter(a["momentum"], True, a["accumulator_dtype"]),
   "adam": lambda a: _adam_filter(a["b1"], a["mu_dtype"], a["nesterov"]),
   "adamw": lambda a: _adam_filter(a["b1"], a["mu_dtype"], a["nesterov"]),
-  "nadam": lambda a: _adam_filter(a["b1"], a["mu_dtype"], True),
+  "nadam": lambda a: _adam_filter(a["b1"], a["mu_dtype"], a["nesterov"]),
+  "nadamw": lambda a: _adam_filter(a["b1"], a["mu_dtype"], a["nesterov"]),
   "qhm": lambda a: _qhm_filter(a["nu"], a["beta"], False),
   "qhadam": lambda a: _qhm_filter(a["nu1"], a["b1"], "ema"),
   # the matrix leaves' filter (the other leaves run adamw's, pole adam_b1)
