@@ -14,7 +14,8 @@ the same protocol runs every preset and the ``autosgm`` configurations:
   parameters (tested).
 
 Learning rates: Optax's where they work (sgd with momentum 1e-3, adam/adamw
-0.1), else measured ones. What does not work is recorded as a test of its
+0.1, nadam/nadamw 1e-2), else measured ones (qhm: sgd's 1e-3; qhadam and
+muon: 1e-2, as nadam). What does not work is recorded as a test of its
 own, with the measurement that explains it:
 
 - the filter zero ``gamma = 0.5528`` stalls on Rosenbrock at lr 0.1 (a
@@ -106,6 +107,12 @@ CONFIGS = {
     "presets.nag": (lambda lr: presets.nag(lr, 0.9), 5e-4, True),
     "presets.adam": (lambda lr: presets.adam(lr), 1e-1, True),
     "presets.adamw": (lambda lr: presets.adamw(lr), 1e-1, True),
+    "presets.nadam": (lambda lr: presets.nadam(lr), 1e-2, True),
+    "presets.nadamw": (lambda lr: presets.nadamw(lr), 1e-2, True),
+    "presets.qhm": (lambda lr: presets.qhm(lr), 1e-3, True),
+    "presets.qhadam": (lambda lr: presets.qhadam(lr), 1e-2, True),
+    # (no matrix leaf here: the parameters are vectors, on its adamw path)
+    "presets.muon": (lambda lr: presets.muon(lr), 1e-2, True),
     "autosgm": (lambda lr: asgm.autosgm(lr), 1e-1, True),
     "autosgm(gamma)": (lambda lr: asgm.autosgm(lr, gamma=GAMMA), ZERO_LR,
                        True),
