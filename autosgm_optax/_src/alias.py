@@ -98,6 +98,8 @@ def autosgm(
   A non-finite gradient propagates into the state, as in Optax: wrap with
   ``optax.apply_if_finite`` to skip such steps.
 
+  The mathematics: docs/algorithm.md, sections 1-6 and 8.
+
   Args:
     learning_rate: ``mu > 0``, a number or an ``optax.Schedule``.
     beta: the filter's pole, ``0 <= beta < 1``.
@@ -106,8 +108,10 @@ def autosgm(
     eta: the filter's gain ``> 0``; default ``(1 - beta) / (1 - gamma)``.
     debias: debias the filter exactly (the denominator is always debiased).
     denominator: divide by the debiased RMS of the gradient (False: ``d=1``).
-    moment_beta: pole of the denominator's second moment, ``[0, 1)``.
-    eps: added to the denominator outside the square root, ``>= 0``.
+    moment_beta: pole of the denominator's second moment, ``[0, 1)`` (and
+      of the robust numerator's ``E|p|``).
+    eps: added to the denominator outside the square root, ``>= 0``; also
+      the numerators' and the matrix oracle's guard against a zero.
     eps_root: added inside the square root, ``>= 0``.
     numerator: ``"unity"``, ``"moment"``, ``"correlation"`` or
       ``"robust_correlation"``.

@@ -285,7 +285,19 @@ def _facts(facts: Any, info: Optional[dict]) -> BlockFacts:
 class BlockUpdate:
   """What defines an AutoSGM block, and its ``update`` used alone: ``apply``
   run on a signal made from the input (taken as the raw gradient), the
-  result in the input's dtype (promoted with ``facts.explicit_dtype``)."""
+  result in the input's dtype (promoted with ``facts.explicit_dtype``).
+
+  Attributes:
+    apply: ``apply(signal, state, params) -> (signal, state)``, the step the
+      combinator runs on its shared :class:`Signal`.
+    kind: the kind of block, which names the slot of
+      :func:`autosgm_optax.scale_by_autosgm` it fills (``"filter"``,
+      ``"denominator"``, ``"numerator"``, ``"window"``, ``"coupled_decay"``,
+      ``"decoupled_decay"``).
+    facts: the block's static :class:`BlockFacts`.
+    last: None, or a map from the block's state to its factor of the last
+      update's effective learning rate.
+  """
 
   apply: ApplyFn
   kind: str

@@ -55,6 +55,8 @@ def scale_by_autosgm(
   (None) costs nothing. Like ``optax.scale_by_adam`` the result holds no
   learning rate: chain :func:`autosgm_optax.scale_by_learning_rate`.
 
+  The mathematics: docs/algorithm.md, section 1.
+
   Args:
     filter: a :func:`lowpass_filter` block, or None (``H[g] = g``).
     denominator: a :func:`moment_denominator` block, or None (``d = 1``).

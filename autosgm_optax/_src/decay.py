@@ -91,6 +91,8 @@ def decoupled_decay(
   alone it adds ``factor * rate * w`` to its input, as
   ``optax.add_decayed_weights``.
 
+  The mathematics: docs/algorithm.md, section 6.
+
   Args:
     rate: the decay rate ``rho >= 0``, a number or an ``optax.Schedule`` of
       the step count (as ``optax.adamw`` allows).
@@ -125,6 +127,8 @@ def coupled_decay(
   Inside :func:`autosgm_optax.scale_by_autosgm` it runs first, so the
   filter, the denominator's statistics and the numerator all see the decayed
   gradient. Used alone it adds ``rate * w`` to its input.
+
+  The mathematics: docs/algorithm.md, section 6.
 
   Args:
     rate: the decay rate ``rho >= 0``, a number or an ``optax.Schedule``.

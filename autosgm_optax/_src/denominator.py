@@ -48,6 +48,8 @@ def moment_denominator(
   then divide"); used alone, its input *is* the raw gradient and it divides
   that. It is always debiased, whatever the filter's ``debias`` says.
 
+  The mathematics: docs/algorithm.md, section 3.
+
   Args:
     beta: pole of the second-moment EMA, ``0 <= beta < 1``.
     eps: added outside the square root, ``>= 0``.

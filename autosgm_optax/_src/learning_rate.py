@@ -46,6 +46,8 @@ def scale_by_learning_rate(
   ``scale_by_learning_rate(mu)`` hold the same state after ``init`` and
   after every update.
 
+  The mathematics: docs/algorithm.md, section 1.
+
   Args:
     learning_rate: ``mu``, a number, an array or an ``optax.Schedule``.
     flip_sign: multiply by ``-mu`` (descent) rather than ``mu``.

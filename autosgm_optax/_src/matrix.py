@@ -187,6 +187,8 @@ def matrix_oracle(
   bfloat16 and float16 leaves are computed in float32. A zero gradient gives
   a zero direction (the normalisation is guarded by ``eps``).
 
+  The mathematics: docs/matrix.md.
+
   Args:
     method: ``"newton_schulz"`` (Muon's quintic: fast, singular values end
       in about ``[0.68, 1.2]``), ``"cubic"`` (Newton-Schulz cubic,
@@ -358,6 +360,8 @@ def matrix_numerator(
   gets ``eps``. Leaves that are not matrices (the same rules as
   :func:`matrix_oracle`: pass it the same ``dimension_numbers`` and
   ``mask``) take the ``elementwise`` numerator, or ``a = 1`` without one.
+
+  The mathematics: docs/matrix.md.
 
   Args:
     eps: the floor of ``a``, ``> 0``.

@@ -79,6 +79,8 @@ def correlation_numerator(
   the decoupled-decay term). Needs ``params`` in ``update`` (all but
   ``"unity"``), and refuses complex parameters (all but ``"unity"``).
 
+  The mathematics: docs/algorithm.md, section 4.
+
   Args:
     estimator: one of ``"unity"``, ``"moment"``, ``"correlation"``,
       ``"robust_correlation"``.

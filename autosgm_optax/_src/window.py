@@ -66,6 +66,8 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
   ``window``. A schedule is evaluated at the count of updates made so far
   (Optax's convention: ``F(0)`` scales the first update).
 
+  The mathematics: docs/algorithm.md, section 5.
+
   Args:
     window: an ``optax.Schedule`` (step count to multiplier) or a number.
 
@@ -235,6 +237,8 @@ def window_schedule(
   count ``length`` on (with restarts it is 1 again there); a full window
   starts at the floor and peaks at ``length / 2``.
 
+  The mathematics: docs/algorithm.md, section 5.
+
   Args:
     length: frame length ``>= 1``, in steps (or epochs with
       ``steps_per_epoch``).
@@ -347,6 +351,8 @@ def raised_cosine_schedule(
   :func:`window_schedule` with ``shape="raised_cosine"``; see there. Order 2
   is cosine annealing: the half window equals
   ``optax.cosine_decay_schedule(1.0, length, alpha=floor)``.
+
+  The mathematics: docs/algorithm.md, section 5.
 
   Args:
     length: frame length in steps, ``>= 1``.
