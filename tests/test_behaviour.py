@@ -176,6 +176,48 @@ def test_maximize_ascends():
   assert float(u["x"][0]) > 0
 
 
+@pytest.mark.parametrize("kwargs", [
+    dict(),
+    dict(weight_decay=0.1),
+    dict(weight_decay=0.1, decay="coupled"),
+    dict(gamma=0.5528, numerator="correlation", weight_decay=0.05,
+         decay_factor=0.3, window=asgm.raised_cosine_window(30)),
+    dict(numerator="robust_correlation", weight_decay=0.05,
+         decay="coupled"),
+], ids=["adam", "decoupled", "coupled", "full", "robust_coupled"])
+def test_maximize_is_minimising_the_negated_objective(kwargs):
+  """Bit for bit: maximising f is minimising -f, weight decay included (it
+  still pulls the parameters towards zero, as torch's ``maximize``)."""
+  params = {"w": jnp.linspace(-2.0, 3.0, 12).reshape(3, 4),
+            "b": jnp.array([0.5, -1.0, 2.0])}
+  f = lambda p: (jnp.sum(jnp.sin(p["w"]) * p["w"]) + jnp.sum(p["b"] ** 3)
+                 - 0.1 * jnp.sum(p["w"] ** 4))
+
+  grad = jax.jit(jax.grad(f))
+
+  def run(maximize):
+    tx = asgm.autosgm(0.05, maximize=maximize, **kwargs)
+    step = jax.jit(tx.update)
+    p, s = params, tx.init(params)
+    for _ in range(40):
+      g = grad(p)  # negated apart, so that XLA fuses the gradient alike
+      u, s = step(g if maximize else jax.tree.map(jnp.negative, g), s, p)
+      p = optax.apply_updates(p, u)
+    return p
+
+  assert_bitwise_equal(run(True), run(False))
+  # With only decay and a zero gradient, maximising shrinks the weights too
+  # (an estimated numerator, fed a zero vbar, would stop the step).
+  if "weight_decay" in kwargs and kwargs.get("decay") == "coupled" or (
+      kwargs.keys() == {"weight_decay"}):
+    tx = asgm.autosgm(0.1, maximize=True, **kwargs)
+    p, s = params, tx.init(params)
+    for _ in range(5):
+      u, s = tx.update(jax.tree.map(jnp.zeros_like, p), s, p)
+      p = optax.apply_updates(p, u)
+    assert float(jnp.abs(p["w"]).sum()) < float(jnp.abs(params["w"]).sum())
+
+
 def test_learning_rate_block_remembers_two_values():
   sched = lambda count: 0.1 * (count + 1)
   tx = asgm.autosgm(sched)

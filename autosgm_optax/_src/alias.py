@@ -9,6 +9,7 @@ from typing import Optional
 import optax
 
 from autosgm_optax._src import base as _base
+from autosgm_optax._src import decay as _decay
 from autosgm_optax._src import polar as _polar
 from autosgm_optax._src.combinator import scale_by_autosgm
 from autosgm_optax._src.decay import Mask
@@ -136,7 +137,8 @@ def autosgm(
       returning one (e.g. :func:`default_weight_decay_mask`); False leaves
       are not decayed. Under ``optax.inject_hyperparams`` pass a callable
       through ``static_args=("weight_decay_mask",)``.
-    maximize: ascend instead of descend.
+    maximize: ascend instead of descend: the same steps as minimising with
+      the negated gradient (weight decay still shrinks the parameters).
     filter_dtype: dtype of the filter's buffer; None for the parameters'
       dtype but at least float32 (as every other buffer, always). bfloat16
       halves the filter's memory; the moment and numerator EMAs stay float32
@@ -255,7 +257,11 @@ def autosgm(
   # Always a decay block, so that the state has one layout whatever the
   # rate (an array rate under inject_hyperparams); a plain 0 does no work
   # and reads no parameters.
-  if decay == "coupled":
+  if maximize:  # (the decay must still shrink the parameters)
+    decay_block = _decay.for_ascent(
+      decay == "coupled", weight_decay, decay_factor, weight_decay_mask
+    )
+  elif decay == "coupled":
     decay_block = coupled_decay(weight_decay, mask=weight_decay_mask)
   else:
     decay_block = decoupled_decay(

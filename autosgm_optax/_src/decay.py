@@ -38,7 +38,12 @@ def _decay_terms(params: Any, coef: Any, mask: Mask) -> Any:
 
 
 def _decay_block(
-  rate: Any, factor: Any, mask: Mask, coupled: bool, name: str
+  rate: Any,
+  factor: Any,
+  mask: Mask,
+  coupled: bool,
+  name: str,
+  ascent: bool = False,
 ) -> _base.AutoSGMBlock:
   _base.check_range("rate", rate, 0.0, None, allow_schedule=True)
   _base.check_range("factor", factor, 0.0, None)
@@ -55,6 +60,8 @@ def _decay_block(
     _base.require_params(params, name)
     r = _base.evaluate(rate, state.count)
     coef = r if _base.is_number(factor) and factor == 1 else factor * r
+    if ascent:  # the step is applied with +mu: the decay still shrinks w
+      coef = -coef
     terms = _decay_terms(params, coef, mask)  # in the parameters' dtype,
     # as optax.add_decayed_weights
     if coupled:
@@ -197,3 +204,15 @@ def default_weight_decay_mask(params: Any) -> Any:
     return jnp.ndim(leaf) >= 2 and name not in NO_DECAY_NAMES
 
   return jax.tree_util.tree_map_with_path(decide, params)
+
+
+def for_ascent(
+  coupled: bool, rate: Any, factor: Any, mask: Mask
+) -> _base.AutoSGMBlock:
+  """The decay block of an optimizer that maximises (its step is applied
+  with ``+mu``): the term enters with the opposite sign, so that
+  maximising ``f`` is minimising ``-f`` with the same decay, which still
+  pulls the parameters towards zero."""
+  if coupled:
+    return _decay_block(rate, 1.0, mask, True, "coupled_decay", ascent=True)
+  return _decay_block(rate, factor, mask, False, "decoupled_decay", True)
