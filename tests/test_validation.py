@@ -4,7 +4,9 @@ presets accept what Optax accepts."""
 
 import re
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -38,15 +40,20 @@ BAD = [
      ["numerator='adaptive'", "'correlation'"]),
     (asgm.autosgm, dict(decay="l2"), ValueError, ["decay='l2'", "'coupled'"]),
     (asgm.autosgm, dict(moment_beta=1.5), ValueError,
-     ["beta=1.5", "[0, 1)"]),
+     ["moment_beta=1.5", "[0, 1)"]),
     (asgm.autosgm, dict(numerator="correlation", numerator_beta=1.0),
-     ValueError, ["beta=1.0", "[0, 1)"]),
+     ValueError, ["numerator_beta=1.0", "[0, 1)"]),
+    (asgm.autosgm, dict(numerator="correlation", numerator_smoothing=1.5),
+     ValueError, ["numerator_smoothing=1.5", "[0, 1)"]),
+    (asgm.autosgm, dict(window=-0.5), ValueError, ["window=-0.5", "[0, inf)"]),
+    (asgm.scale_by_window, dict(window=-1), ValueError,
+     ["window=-1", "[0, inf)"]),
     (asgm.autosgm, dict(numerator="robust_correlation", huber_k=0.0),
      ValueError, ["huber_k=0.0", "(0, inf)"]),
     (asgm.autosgm, dict(numerator="correlation", numerator_average=False),
-     ValueError, ["smoothing=0.1", "average=True"]),
+     ValueError, ["numerator_smoothing=0.1", "numerator_average=True"]),
     (asgm.autosgm, dict(numerator="correlation", numerator_keep_axes=(1,)),
-     ValueError, ["keep_axes=(1,)", "leading"]),
+     ValueError, ["numerator_keep_axes=(1,)", "leading"]),
     (asgm.autosgm, dict(debias=1), TypeError, ["debias=1", "bool"]),
     (asgm.raised_cosine_window, dict(length=0), ValueError,
      ["length=0", "[1, inf)"]),
@@ -158,6 +165,28 @@ def test_presets_accept_what_optax_accepts():
     twin(-1e-3, b1=1.0, b2=1.5, eps=0.0)
   presets.sgd(0.0, momentum=1.0)
   presets.adamw(1e-3, weight_decay=-1.0)
+
+
+@pytest.mark.parametrize("ours, twin", [
+    (lambda: presets.adam(1e-2, b1=1.0), lambda: optax.adam(1e-2, b1=1.0)),
+    (lambda: presets.nadam(1e-2, b1=1.0), lambda: optax.nadam(1e-2, b1=1.0)),
+    (lambda: presets.adamw(1e-2, b1=1.0, nesterov=True),
+     lambda: optax.adamw(1e-2, b1=1.0, nesterov=True)),
+    (lambda: presets.muon(1e-2, beta=1.0),
+     lambda: optax.contrib.muon(1e-2, beta=1.0)),
+], ids=["adam", "nadam", "nadamw", "muon"])
+def test_a_unit_pole_builds_and_runs_as_optax(ours, twin):
+  """b1 = 1 divides 0 by 0 in the debias: Optax builds the optimizer and
+  its update is NaN; so are the presets' (no ZeroDivisionError)."""
+  params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+  outs = []
+  for tx in (ours(), twin()):
+    u, _ = tx.update(params, tx.init(params), params)
+    outs.append(u)
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_array_equal(np.where(np.isnan(a), 0, a),
+                                  np.where(np.isnan(b), 0, b))
 
 
 def test_messages_name_the_valid_range_once():

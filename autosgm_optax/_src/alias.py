@@ -22,6 +22,7 @@ from autosgm_optax._src.matrix import elementwise_mask
 from autosgm_optax._src.matrix import matrix_numerator as matrix_numerator_block
 from autosgm_optax._src.matrix import matrix_oracle
 from autosgm_optax._src.numerator import ESTIMATORS
+from autosgm_optax._src.numerator import check_keep_axes
 from autosgm_optax._src.numerator import correlation_numerator
 from autosgm_optax._src.window import Window
 
@@ -185,6 +186,20 @@ def autosgm(
   _base.check_choice("decay", decay, ("decoupled", "coupled"))
   _base.check_range("decay_factor", decay_factor, 0.0, None)
   _base.check_choice("numerator", numerator, ESTIMATORS)
+  # (checked here too, so that the errors name autosgm's arguments, not the
+  # blocks')
+  _base.check_range("moment_beta", moment_beta, 0.0, 1.0)
+  if numerator != "unity":
+    _base.check_range("numerator_beta", numerator_beta, 0.0, 1.0)
+    if numerator_smoothing is not None:
+      _base.check_range("numerator_smoothing", numerator_smoothing, 0.0, 1.0)
+      if numerator_average is False:
+        raise ValueError(
+          f"numerator_smoothing={numerator_smoothing!r} needs "
+          "numerator_average=True (it smooths the per-leaf average); pass "
+          "numerator_smoothing=None with numerator_average=False."
+        )
+    check_keep_axes("numerator_keep_axes", numerator_keep_axes)
   if numerator_mask is not None and numerator == "unity":
     raise ValueError(
       "numerator_mask is given but numerator='unity' estimates nothing: "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import math
 import numbers
 from typing import Any
 from typing import Callable
@@ -580,6 +581,15 @@ def require_params(params: Any, block: str) -> None:
       "`update(updates, state, params)` with params (as for "
       "optax.add_decayed_weights)."
     )
+
+
+def divide(a: Any, b: Any) -> Any:
+  """``a / b``, where plain numbers divided by zero give inf or NaN as float
+  arrays would instead of raising: the presets accept what their Optax twins
+  accept (``b1=1``), and those compute NaN at run time."""
+  if is_number(a) and is_number(b) and b == 0:
+    return math.copysign(math.inf, a) if a != 0 else math.nan
+  return a / b
 
 
 def evaluate(value: Any, count: jax.Array) -> Any:

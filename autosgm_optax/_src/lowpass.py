@@ -26,7 +26,7 @@ class LowpassFilterState(NamedTuple):
 
 def default_gain(beta: Any, gamma: Any) -> Any:
   """The unit-DC gain ``eta = (1 - beta) / (1 - gamma)``."""
-  return (1 - beta) / (1 - gamma)
+  return _base.divide(1 - beta, 1 - gamma)
 
 
 def debias_divisor(count: chex.Array, beta: Any, gamma: Any, eta: Any) -> Any:
@@ -40,7 +40,7 @@ def debias_divisor(count: chex.Array, beta: Any, gamma: Any, eta: Any) -> Any:
   ``1 - beta**t`` (the factor ``eta / (1 - beta)`` is exactly 1.0, computed
   from the same ``beta``), with Python or traced hyperparameters.
   """
-  return _response(count, beta, gamma, eta / (1 - beta))
+  return _response(count, beta, gamma, _base.divide(eta, 1 - beta))
 
 
 def _response(count, beta, gamma, ratio):
@@ -197,7 +197,8 @@ def lowpass_filter(
   if nesterov:
     gain, zero = 1 + beta, beta / (1 + beta)
   elif nu is not None:
-    gain, zero = 1 - nu * beta, (1 - nu) * beta / (1 - nu * beta)
+    gain = 1 - nu * beta
+    zero = _base.divide((1 - nu) * beta, gain)
   else:
     gain = default_gain(beta, gamma) if eta is None else eta
     zero = gamma
@@ -258,7 +259,7 @@ def lowpass_filter(
       )
     s = None
     if exact:
-      v = _debias(v, count_inc, beta, zero, gain / (1 - beta))
+      v = _debias(v, count_inc, beta, zero, _base.divide(gain, 1 - beta))
       s = debias_divisor(count_inc, beta, zero, gain)
     new_state = LowpassFilterState(
       count=count_inc, m=_base.cast_tree(m_new, state.m)

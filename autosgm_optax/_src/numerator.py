@@ -145,13 +145,7 @@ def correlation_numerator(
     )
   if mask is not None and not callable(mask):
     _check_mask_leaves(mask)
-  if not isinstance(keep_axes, tuple) or keep_axes != tuple(
-    range(len(keep_axes))
-  ):
-    raise ValueError(
-      f"keep_axes={keep_axes!r} must be a tuple of the leading axes "
-      "(0, 1, ..., k-1), e.g. (0,) for stacked layers."
-    )
+  check_keep_axes("keep_axes", keep_axes)
 
   unity = estimator == "unity"
   correlation = estimator in ("correlation", "robust_correlation")
@@ -293,6 +287,16 @@ def _is_placeholder(c: Any, like: Any) -> bool:
   """Whether ``c`` is a masked-out leaf's empty placeholder (static: a
   shape)."""
   return c.shape == (0,) and jnp.size(like) != 0
+
+
+def check_keep_axes(name: str, keep_axes: Any) -> None:
+  if not isinstance(keep_axes, tuple) or keep_axes != tuple(
+    range(len(keep_axes))
+  ):
+    raise ValueError(
+      f"{name}={keep_axes!r} must be a tuple of the leading axes "
+      "(0, 1, ..., k-1), e.g. (0,) for stacked layers."
+    )
 
 
 def _check_mask_leaves(mask: Any) -> None:

@@ -69,7 +69,9 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
   The mathematics: docs/algorithm.md, section 5.
 
   Args:
-    window: an ``optax.Schedule`` (step count to multiplier) or a number.
+    window: an ``optax.Schedule`` (step count to multiplier) or a number
+      ``>= 0`` (above 1 it enlarges the step, which
+      :func:`autosgm_optax.check_stability` flags).
 
   Returns:
     An :class:`AutoSGMBlock` for the ``window`` slot.
@@ -86,6 +88,8 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
     Array([0.5, 0.5], dtype=float32)
   """
   _base.check_type("window", window, allow_schedule=True)
+  if not callable(window):  # (a negative window would ascend)
+    _base.check_range("window", window, 0.0, None)
 
   fixed = _base.is_number(window)
 
