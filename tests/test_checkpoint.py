@@ -197,3 +197,51 @@ def test_restored_in_a_fresh_process_continues_bit_for_bit(tmp_path):
     final = dict(final)
   _assert_same_leaves(final, worker.flat({"params": full_params,
                                           "opt_state": full_state}))
+
+
+@pytest.mark.parametrize("name", ["numerator_mask", "muon", "matrix",
+                                  "diagnostics_every"])
+def test_orbax_saves_every_layout(tmp_path, name):
+  """States with leaves that keep nothing (a numerator mask, the matrix
+  leaves of the element-wise path: ``optax.MaskedNode``, as optax.masked
+  keeps) and with diagnostics save and restore with Orbax, which refuses
+  zero-size arrays; the restored state continues bit for bit."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  import autosgm_optax as asgm  # pylint: disable=g-import-not-at-top
+
+  tx = {
+      "numerator_mask": lambda: asgm.autosgm(
+          1e-2, numerator="correlation",
+          numerator_mask=asgm.default_weight_decay_mask),
+      "muon": lambda: asgm.presets.muon(1e-2),
+      "matrix": lambda: asgm.autosgm(1e-2, matrix="newton_schulz",
+                                     numerator="correlation",
+                                     matrix_numerator=True),
+      "diagnostics_every": lambda: asgm.autosgm(
+          1e-2, numerator="correlation", diagnostics="summary",
+          diagnostics_every=3),
+  }[name]()
+  params = {"w": jnp.linspace(-1.0, 1.0, 15).reshape(5, 3),
+            "b": jnp.array([0.1, -0.2, 0.3])}
+  grads = jax.tree.map(lambda p: jnp.cos(3 * p), params)
+  step = jax.jit(tx.update)
+  state = tx.init(params)
+  for _ in range(4):
+    _, state = step(grads, state, params)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(tmp_path / "state", state)
+  checkpointer.wait_until_finished()
+  restored = checkpointer.restore(tmp_path / "state",
+                                  jax.eval_shape(lambda: state))
+  checkpointer.close()
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  ours, _ = step(grads, restored, params)
+  want, _ = step(grads, state, params)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b)
+  masked = [x for x in jax.tree.leaves(
+      state, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+            if isinstance(x, optax.MaskedNode)]
+  assert bool(masked) == (name != "diagnostics_every")

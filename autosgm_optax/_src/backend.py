@@ -208,9 +208,14 @@ def _only(tree: Any, treedef: Any, i: int) -> Any:
   )
 
 
+def _structure(x: Any) -> Any:
+  # An optax.MaskedNode stands in a leaf's place (a leaf with no state).
+  return jax.tree.structure(x, is_leaf=_base.is_masked)
+
+
 def _like(treedef: Any) -> Callable[[Any], bool]:
   def is_like(x: Any) -> bool:
-    return x is not None and jax.tree.structure(x) == treedef
+    return x is not None and _structure(x) == treedef
 
   return is_like
 
@@ -248,7 +253,7 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
   slots, outer = jax.tree.flatten(
     template, is_leaf=lambda x: is_like(x) or _is_rows(x)
   )
-  flat_parts = []
+  flat_parts: list[tuple[list, Any]] = []
   for i, part in enumerate(parts):
     part_def = jax.tree.structure(
       _only(treedef.unflatten([0] * treedef.num_leaves), treedef, i)
@@ -257,23 +262,23 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
     def is_part(x: Any, part_def: Any = part_def) -> bool:
       if _is_rows(x):
         return True
-      return x is not None and jax.tree.structure(x) == part_def
+      return x is not None and _structure(x) == part_def
 
     flat, _ = jax.tree.flatten(part, is_leaf=is_part)
     if len(flat) != len(slots):
       raise ValueError("a leaf's state does not match the template's layout")
-    flat_parts.append(flat)
+    flat_parts.append((flat, part_def))
   merged = []
   for k, slot in enumerate(slots):
-    if is_like(slot):
+    if is_like(slot):  # (leaf i of part i: an array or a MaskedNode)
       merged.append(
-        treedef.unflatten([jax.tree.leaves(p[k])[0] for p in flat_parts])
+        treedef.unflatten([d.flatten_up_to(p[k])[0] for p, d in flat_parts])
       )
     elif _is_rows(slot):
-      rows = jnp.concatenate([p[k].rows for p in flat_parts])
+      rows = jnp.concatenate([p[k].rows for p, _ in flat_parts])
       merged.append(_base.PerLeaf(rows, slot.treedef, slot.row_ndim))
     else:
-      merged.append(flat_parts[0][k])
+      merged.append(flat_parts[0][0][k])
   return outer.unflatten(merged)
 
 

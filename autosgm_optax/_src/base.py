@@ -583,6 +583,12 @@ def require_params(params: Any, block: str) -> None:
     )
 
 
+def is_masked(x: Any) -> bool:
+  """Whether ``x`` is ``optax.MaskedNode()``, a leaf's place in a state that
+  keeps nothing for it (``optax.masked``'s convention)."""
+  return isinstance(x, optax.MaskedNode)
+
+
 def divide(a: Any, b: Any) -> Any:
   """``a / b``, where plain numbers divided by zero give inf or NaN as float
   arrays would instead of raising: the presets accept what their Optax twins

@@ -117,14 +117,14 @@ def elementwise_mask(dimension_numbers: Rules, mask: Any = None) -> Callable:
 
 
 def _split(tree: Any, routes: list) -> Any:
-  """``tree`` with its matrix leaves replaced by empty placeholders (shape
-  ``(0,)``): the element-wise block's state keeps the parameters' structure
-  (so that the backend can take it leaf by leaf) and costs nothing there."""
+  """``tree`` with its matrix leaves replaced by ``optax.MaskedNode()``, as
+  ``optax.masked`` does: the element-wise block keeps no state and does no
+  work there."""
   leaves, treedef = jax.tree.flatten(tree)
   return jax.tree.unflatten(
     treedef,
     [
-      jnp.zeros((0,), x.dtype) if r is not False else x
+      optax.MaskedNode() if r is not False else x
       for x, r in zip(leaves, routes)
     ],
   )

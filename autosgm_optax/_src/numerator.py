@@ -99,10 +99,10 @@ def correlation_numerator(
       the parameters, or a callable returning one from the parameters (e.g.
       :func:`autosgm_optax.default_weight_decay_mask`, which leaves out
       biases and normalisation scales). Leaves where it is False take the
-      unity numerator ``a = 1`` and keep no estimator state (an empty
-      placeholder array per buffer, so that the state's layout is the
-      parameters'). Read at ``init``: the state then says which leaves
-      are estimated. Under ``optax.inject_hyperparams`` pass a callable
+      unity numerator ``a = 1`` and keep no estimator state (an
+      ``optax.MaskedNode`` in each buffer's tree, as ``optax.masked``
+      keeps). Read at ``init``: the state then says which leaves are
+      estimated. Under ``optax.inject_hyperparams`` pass a callable
       through ``static_args``.
 
   Returns:
@@ -168,8 +168,10 @@ def correlation_numerator(
         )
     estimated = _leaf_mask(mask, params)
 
-    def placeholder(p):  # a leaf on the unity numerator: no state
-      return jnp.zeros((0,), _base.state_dtype(p.dtype, dtype))
+    def placeholder(p):  # a leaf on the unity numerator: no state (as
+      # optax.masked keeps none)
+      del p
+      return optax.MaskedNode()
 
     def zeros():
       return jax.tree.map(
@@ -199,7 +201,7 @@ def correlation_numerator(
     )
 
   def leaf_step(g, vbar, d, w, c, w2, p_abs, a_prev):
-    if _is_placeholder(c, g):  # masked out: the unity numerator
+    if isinstance(c, optax.MaskedNode):  # masked out: the unity numerator
       return None, c, w2, p_abs, a_prev
     dt = c.dtype
     if estimator == "moment":
@@ -283,12 +285,6 @@ def correlation_numerator(
   )
 
 
-def _is_placeholder(c: Any, like: Any) -> bool:
-  """Whether ``c`` is a masked-out leaf's empty placeholder (static: a
-  shape)."""
-  return c.shape == (0,) and jnp.size(like) != 0
-
-
 def check_keep_axes(name: str, keep_axes: Any) -> None:
   if not isinstance(keep_axes, tuple) or keep_axes != tuple(
     range(len(keep_axes))
@@ -342,9 +338,14 @@ def last_values(state: CorrelationNumeratorState) -> Any:
   if state.c is None:
     return None
   # A masked-out leaf's placeholder gives None (a = 1).
-  unmasked = lambda f: lambda c, *rest: None if c.shape == (0,) else f(c, *rest)
+  unmasked = lambda f: (
+    lambda c, *rest: None if isinstance(c, optax.MaskedNode) else f(c, *rest)
+  )
+  mapped = lambda f, *trees: jax.tree.map(
+    unmasked(f), *trees, is_leaf=_base.is_masked
+  )
   if state.a is not None:
-    return jax.tree.map(unmasked(lambda c, a: a), state.c, state.a)
+    return mapped(lambda c, a: a, state.c, state.a)
   if state.w2 is None:  # the moment estimator
-    return jax.tree.map(unmasked(lambda c: _ahat(c, None)), state.c)
-  return jax.tree.map(unmasked(_ahat), state.c, state.w2)
+    return mapped(lambda c: _ahat(c, None), state.c)
+  return mapped(_ahat, state.c, state.w2)
