@@ -226,8 +226,8 @@ def test_learning_rate_block_remembers_two_values():
   for _ in range(3):
     _, state = tx.update({"x": jnp.ones(2)}, state, params)
   lr_state = state[1]
-  np.testing.assert_allclose(float(lr_state.learning_rate), 0.3, rtol=1e-6)
-  np.testing.assert_allclose(float(lr_state.prev_learning_rate), 0.2,
+  np.testing.assert_allclose(float(lr_state.mu), 0.3, rtol=1e-6)
+  np.testing.assert_allclose(float(lr_state.prev_mu), 0.2,
                              rtol=1e-6)
 
 

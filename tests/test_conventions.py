@@ -271,15 +271,15 @@ def test_learning_rate_state_means_the_same_for_numbers_arrays_schedules():
   inner = lambda s: getattr(s, "inner_state", s)
   for t in range(3):
     for s in states:  # before the first update: the mu it will use
-      assert float(inner(s).learning_rate) == pytest.approx(0.1)
-      assert float(inner(s).prev_learning_rate) == pytest.approx(0.1)
+      assert float(inner(s).mu) == pytest.approx(0.1)
+      assert float(inner(s).prev_mu) == pytest.approx(0.1)
     states = [tx.update(g, s, params)[1] for tx, s in zip(txs, states)]
   tx = asgm.scale_by_learning_rate(sched)
   state = tx.init(params)
-  seen = [(float(state.learning_rate), float(state.prev_learning_rate))]
+  seen = [(float(state.mu), float(state.prev_mu))]
   for _ in range(3):
     _, state = tx.update(g, state, params)
-    seen.append((float(state.learning_rate), float(state.prev_learning_rate)))
+    seen.append((float(state.mu), float(state.prev_mu)))
   np.testing.assert_allclose(
       seen, [(0.1, 0.1), (0.1, 0.1), (0.2, 0.1), (0.3, 0.2)], rtol=1e-6)
 
@@ -345,3 +345,20 @@ def test_blocks_survive_copy_deepcopy_and_replace(name):
   # A whole optimizer holding blocks copies too (config systems, Orbax).
   tx = copy.deepcopy(asgm.autosgm(LR, gamma=0.5, numerator="correlation"))
   tx.update(grads, tx.init(params), params)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: optax.inject_hyperparams(asgm.autosgm)(0.01),
+    lambda: optax.inject_hyperparams(presets.adam)(0.01),
+], ids=["autosgm", "presets.adam"])
+def test_tree_get_reads_the_injected_learning_rate(make):
+  """As with optax.adam: optax.tree_utils finds the injected learning rate
+  (the learning-rate block's own record is named mu, not learning_rate)."""
+  params = {"w": jnp.ones(2)}
+  tx, twin = make(), optax.inject_hyperparams(optax.adam)(0.01)
+  state, twin_state = tx.init(params), twin.init(params)
+  assert float(optax.tree_utils.tree_get(state, "learning_rate")) == float(
+      optax.tree_utils.tree_get(twin_state, "learning_rate"))
+  state = optax.tree_utils.tree_set(state, learning_rate=0.0)
+  u, _ = tx.update(params, state, params)
+  assert float(jnp.abs(u["w"]).max()) == 0.0

@@ -18,9 +18,11 @@ class ScaleByLearningRateState(NamedTuple):
   count: chex.Array  # shape=(), dtype=jnp.int32; updates made so far.
   # mu of the last update; before the first, the mu the first update uses
   # (mu at count 0), so that both fields hold mu(1) until the first update.
-  learning_rate: chex.Array  # shape=(); scalar dtype (see below)
+  # (Not named learning_rate: optax.tree_utils.tree_get(state,
+  # "learning_rate") then finds optax.inject_hyperparams' value alone.)
+  mu: chex.Array  # shape=(); scalar dtype (see below)
   # mu of the update before the last; mu(1) before the second update.
-  prev_learning_rate: chex.Array  # shape=(); scalar dtype
+  prev_mu: chex.Array  # shape=(); scalar dtype
 
 
 def scale_by_learning_rate(
@@ -39,7 +41,7 @@ def scale_by_learning_rate(
   stored as scalars of the widest real parameter dtype (at least float32).
 
   Before the first update both fields hold the learning rate the first
-  update will use (``mu`` at count 0), and ``prev_learning_rate`` holds it
+  update will use (``mu`` at count 0), and ``prev_mu`` holds it
   until the second update: the state then means the same whether ``mu`` is
   a number, an array (as ``optax.inject_hyperparams`` passes it) or a
   schedule, so ``inject_hyperparams(scale_by_learning_rate)(mu)`` and
@@ -61,7 +63,7 @@ def scale_by_learning_rate(
     >>> tx = scale_by_learning_rate(0.1)
     >>> g = jnp.array([1.0, 2.0])
     >>> u, state = tx.update(g, tx.init(g))
-    >>> u, state.learning_rate
+    >>> u, state.mu
     (Array([-0.1, -0.2], dtype=float32), Array(0.1, dtype=float32))
   """
   sign = -1 if flip_sign else 1
@@ -76,9 +78,7 @@ def scale_by_learning_rate(
     first = _base.evaluate(learning_rate, count)  # mu of the first update
     # Two arrays, not one twice: a donated state may not hold a buffer twice.
     mu = lambda: jnp.array(first, dtype, copy=True).reshape(())
-    return ScaleByLearningRateState(
-      count=count, learning_rate=mu(), prev_learning_rate=mu()
-    )
+    return ScaleByLearningRateState(count=count, mu=mu(), prev_mu=mu())
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -96,8 +96,8 @@ def scale_by_learning_rate(
       return updates, state._replace(count=optax.safe_increment(state.count))
     new_state = ScaleByLearningRateState(
       count=optax.safe_increment(state.count),
-      learning_rate=jnp.asarray(mu, state.learning_rate.dtype),
-      prev_learning_rate=state.learning_rate,
+      mu=jnp.asarray(mu, state.mu.dtype),
+      prev_mu=state.mu,
     )
     return updates, new_state
 

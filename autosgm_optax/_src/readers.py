@@ -142,8 +142,8 @@ def _mu(
         "learning-rate block, which holds mu; do not pass learning_rate."
       )
     return (
-      found.learning_rate.learning_rate,
-      found.learning_rate.prev_learning_rate,
+      found.learning_rate.mu,
+      found.learning_rate.prev_mu,
     )
   if learning_rate is None:
     raise ValueError(
