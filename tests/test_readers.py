@@ -230,3 +230,21 @@ def test_readers_say_what_is_missing():
 def test_effective_learning_rate_is_zero_before_the_first_update():
   for tx in (asgm.autosgm(LR), _tx()):
     assert float(asgm.effective_learning_rate(tx.init(PARAMS))) == 0.0
+
+
+def test_a_schedule_without_any_count_is_refused_with_the_reason():
+  """A core whose only block keeps no count (a filter without debias)
+  cannot evaluate a schedule given to the reader: the error says why and
+  what to do."""
+  schedule = optax.linear_schedule(1e-2, 1e-3, 10)
+  tx = optax.chain(
+      asgm.scale_by_autosgm(filter=asgm.lowpass_filter(0.9, debias=False)),
+      optax.scale_by_learning_rate(schedule))
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  _, state = tx.update(params, state, params)
+  with pytest.raises(ValueError, match="filter without debias keeps no count"):
+    asgm.effective_learning_rate(state, learning_rate=schedule)
+  # With a number it reads mu: the core itself has no factor but s = 1.
+  assert float(asgm.effective_learning_rate(state, learning_rate=1e-2)) == (
+      pytest.approx(1e-2))

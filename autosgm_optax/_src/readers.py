@@ -123,8 +123,11 @@ def _count(core: ScaleByAutoSGMState) -> jax.Array:
   if count is not None:
     return count
   raise ValueError(
-    "the AutoSGM state has no block with a counter (every slot empty), so "
-    "a learning-rate schedule cannot be evaluated: pass a number."
+    "no block of the AutoSGM state counts its updates (a filter without "
+    "debias keeps no count, and the other slots are empty), so a "
+    "learning-rate schedule cannot be evaluated: pass a number, or follow "
+    "the core with autosgm_optax.scale_by_learning_rate(schedule), whose "
+    "state the readers read."
   )
 
 
