@@ -72,7 +72,7 @@ def scale_by_autosgm(
     diagnostics_every: with ``"summary"``, record only the updates whose
       number is a multiple of this (injectable under
       ``optax.inject_hyperparams``); see
-      :mod:`autosgm_optax._src.diagnostics` for how, and
+      ``autosgm_optax._src.diagnostics`` for how, and
       docs/performance.md for what it costs.
 
   Returns:

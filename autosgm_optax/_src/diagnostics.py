@@ -98,9 +98,9 @@ class DiagnosticsState(NamedTuple):
   ``update`` the core's output ``u`` (the parameter change is ``-mu u``),
   ``e`` the LTV input. ``values`` holds, at the summary level,
   ``{"summary": PerLeaf}``: per leaf a row of shape ``(4, 3)``, the
-  quantities of :data:`QUANTITIES` by (sup, mean, std), all the leaves'
+  quantities of ``QUANTITIES`` by (sup, mean, std), all the leaves'
   rows in one array (a jitted step handles every buffer of its state on
-  each call: see :class:`autosgm_optax._src.base.PerLeaf`). :func:`unpack`
+  each call: see :class:`autosgm_optax._src.base.PerLeaf`). ``unpack``
   reads it. At the element level ``values`` holds the per-element tree of
   each quantity.
   """

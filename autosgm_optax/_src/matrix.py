@@ -345,7 +345,7 @@ def matrix_numerator(
 
   (The ``elementwise`` numerator sees every leaf: give it a ``mask`` that
   leaves the matrix leaves out, as :func:`autosgm_optax.autosgm` does
-  (:func:`elementwise_mask`), or it estimates those leaves for nothing.)
+  (``elementwise_mask``), or it estimates those leaves for nothing.)
 
   .. math::
     a = \max\left(\min\left(\lVert W V^\top \rVert_F,

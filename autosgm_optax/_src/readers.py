@@ -177,8 +177,8 @@ def effective_learning_rates(
   ``optax.MultiSteps``, ``optax.inject_hyperparams``,
   ``optax.apply_if_finite``, or a Flax ``nnx.Optimizer``. ``mu`` comes from
   the library's learning-rate block that follows the core in its chain (as
-  in :func:`autosgm` and the presets); where the learning rate is Optax's
-  (e.g. ``optax.chain(scale_by_autosgm(...),
+  in :func:`autosgm_optax.autosgm` and the presets); where the learning
+  rate is Optax's (e.g. ``optax.chain(scale_by_autosgm(...),
   optax.scale_by_learning_rate(lr))``), pass it as ``learning_rate``. ``F``
   comes from the window (1 without one). Before the first update the rate
   is 0.

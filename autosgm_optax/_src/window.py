@@ -71,7 +71,7 @@ def scale_by_window(window: Union[optax.Schedule, Any]) -> _base.AutoSGMBlock:
   Args:
     window: an ``optax.Schedule`` (step count to multiplier) or a number
       ``>= 0`` (above 1 it enlarges the step, which
-      :func:`autosgm_optax.check_stability` flags).
+      :func:`autosgm_optax.analysis.check_stability` flags).
 
   Returns:
     An :class:`AutoSGMBlock` for the ``window`` slot.
@@ -352,8 +352,8 @@ def raised_cosine_schedule(
 ) -> optax.Schedule:
   r"""The raised-cosine window :math:`x + (1 - x)\cos(\pi f / 2)^n`.
 
-  :func:`window_schedule` with ``shape="raised_cosine"``; see there. Order 2
-  is cosine annealing: the half window equals
+  :func:`autosgm_optax.window_schedule` with ``shape="raised_cosine"``; see
+  there. Order 2 is cosine annealing: the half window equals
   ``optax.cosine_decay_schedule(1.0, length, alpha=floor)``.
 
   The mathematics: docs/algorithm.md, section 5.

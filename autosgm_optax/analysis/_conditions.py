@@ -1,7 +1,7 @@
 r"""The stability conditions of a configuration.
 
 Every AutoSGM update is the first-order linear time-varying filter
-(docs/algorithm.md, section 7, :mod:`autosgm_optax._src.diagnostics`)
+(docs/algorithm.md, section 7, ``autosgm_optax._src.diagnostics``)
 
 .. math::
   \Delta w(t+1) = \beta\, r(t)\, \Delta w(t) + \eta\, \alpha(t)\, e(t),

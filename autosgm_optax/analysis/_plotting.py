@@ -86,7 +86,8 @@ def plot_windows(
   Args:
     windows: a mapping ``label -> schedule`` or a sequence of
       ``(label, schedule)`` pairs; each schedule is an ``optax.Schedule`` (a
-      function of the step count), e.g. from :func:`window_schedule`.
+      function of the step count), e.g. from
+      :func:`autosgm_optax.window_schedule`.
     horizon: the number of steps drawn, ``>= 1``.
     ax: the matplotlib ``Axes`` to draw on; None makes a new figure.
     title: the title of the Axes; None leaves it unset.

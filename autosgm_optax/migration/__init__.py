@@ -1,4 +1,4 @@
-r"""From the original PyTorch AutoSGM's configuration tuples to :func:`autosgm`.
+r"""The original PyTorch AutoSGM's configuration tuples, as ``autosgm``.
 
 The original ``AutoSGM(params, lr_cfg=..., beta_cfg=..., rc_cfg=..,
 wd_cfg=..., eps_cfg=...)`` is configured with positional tuples.

@@ -150,7 +150,8 @@ class TorchWindow:
   Attributes:
     length: the frame length (in epochs with ``steps_per_epoch``).
     shape: the window shape.
-    options: the other keyword arguments of :func:`window_schedule`.
+    options: the other keyword arguments of
+      :func:`autosgm_optax.window_schedule`.
   """
 
   def __init__(self, length: int, shape: str, **options: Any):
@@ -243,7 +244,7 @@ def torch_config_kwargs(
   *,
   show: bool = False,
 ) -> dict[str, Any]:
-  r"""The keyword arguments of :func:`autosgm` for an original configuration.
+  r"""The keyword arguments of ``autosgm`` for an original configuration.
 
   Reads the original PyTorch ``AutoSGM``'s tuples as its code reads them (see
   the table in :mod:`autosgm_optax.migration`): ``num_lrc`` 0 and 4 unity,
@@ -281,8 +282,8 @@ def torch_config_kwargs(
 
   Returns:
     A dict of keyword arguments for :func:`autosgm_optax.autosgm`; its
-    ``window`` is None or a :class:`TorchWindow` (a schedule that prints as
-    the :func:`window_schedule` call that built it).
+    ``window`` is None or a ``TorchWindow`` (a schedule that prints as
+    the :func:`autosgm_optax.window_schedule` call that built it).
 
   Example:
     >>> from autosgm_optax.migration._torch import torch_config_kwargs
@@ -376,7 +377,7 @@ def from_torch_config(
   *,
   show: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""The :func:`autosgm` equivalent of an original PyTorch AutoSGM.
+  r"""The ``autosgm`` equivalent of an original PyTorch AutoSGM.
 
   ``AutoSGM(params, lr_cfg=..., beta_cfg=..., rc_cfg=..., wd_cfg=...,
   eps_cfg=...)`` becomes ``from_torch_config(lr_cfg=..., ...)``: it is
