@@ -302,7 +302,8 @@ def test_a_block_of_ones_own_without_info_runs_in_the_combinator():
   u, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
   np.testing.assert_array_equal(np.asarray(u["w"]), 2 * np.ones(3))
   assert block.info == {"zero_is_zero": False, "explicit_dtype": None,
-                        "identity": False, "filter": None, "matrix": False}
+                        "identity": False, "like_params": False,
+                        "filter": None, "matrix": False}
   with pytest.raises(ValueError, match="unknown keys"):
     asgm.AutoSGMBlock(lambda params: optax.EmptyState(), _signal_passthrough,
                       kind="filter", info={"zero_is_0": True})

@@ -210,3 +210,44 @@ def test_autosgm_in_low_precision_keeps_float32_state(dtype):
         float(jnp.max(jnp.abs(x.astype(jnp.float32) - y)))
         for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(reference)))
     assert distance(ours) < 0.25 * distance(theirs)
+
+
+NARROW_GRADS = {
+    "adam": (lambda: presets.adam(LR), lambda: optax.adam(LR)),
+    "adamw": (lambda: presets.adamw(LR, weight_decay=0.1),
+              lambda: optax.adamw(LR, weight_decay=0.1)),
+    "nadam": (lambda: presets.nadam(LR), lambda: optax.nadam(LR)),
+    "sgd": (lambda: presets.sgd(LR), lambda: optax.sgd(LR)),
+    "phb": (lambda: presets.phb(LR, 0.9), lambda: optax.sgd(LR, 0.9)),
+    "nag": (lambda: presets.nag(LR, 0.9),
+            lambda: optax.sgd(LR, 0.9, nesterov=True)),
+}
+
+
+@pytest.mark.parametrize("with_params", [True, False],
+                         ids=["params", "no_params"])
+@pytest.mark.parametrize("name", sorted(NARROW_GRADS))
+def test_presets_bit_identical_with_gradients_narrower_than_params(
+    name, with_params):
+  """bfloat16 gradients of float32 parameters: Optax's twins return updates
+  in their state's dtype (the parameters', float32; plain sgd keeps none:
+  bfloat16), and so do the presets, bit for bit (params passed or not,
+  except adamw, whose decay needs them)."""
+  if name == "adamw" and not with_params:
+    pytest.skip("decoupled decay needs the parameters")
+  ours, twin = (f() for f in NARROW_GRADS[name])
+  params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4),
+            "b": jnp.ones(3)}
+  results = []
+  for tx in (ours, twin):
+    p, s = params, tx.init(params)
+    for t in range(30):
+      g = jax.tree.map(lambda x, t=t: (jnp.cos(x + 0.1 * t) * 0.3).astype(
+          jnp.bfloat16), p)
+      u, s = tx.update(g, s, p if (with_params or tx is twin) else None)
+      p = optax.apply_updates(p, u)
+    results.append((u, p))
+  (u_ours, p_ours), (u_twin, p_twin) = results
+  assert jax.tree.map(lambda x: x.dtype, u_ours) == jax.tree.map(
+      lambda x: x.dtype, u_twin)
+  assert_bitwise_equal(p_ours, p_twin)

@@ -80,7 +80,10 @@ def autosgm(
 
   Updates come in the gradients' dtype, whatever the state's (a chosen
   ``filter_dtype`` promotes them, as ``optax.adam``'s ``mu_dtype`` does),
-  and the state's shapes and dtypes never change across updates.
+  and the state's shapes and dtypes never change across updates. (With
+  gradients narrower than the parameters ``optax.adam`` returns its
+  state's dtype; cast the gradients to the parameters' dtype, or use
+  ``presets.adam``, which follows Optax there.)
 
   Under ``optax.inject_hyperparams`` every number becomes an array, and the
   inner state is the plain one's (the same layout and dtypes; values to the

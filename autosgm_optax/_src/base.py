@@ -236,6 +236,11 @@ class BlockFacts:
       else the gradients' dtype.
     identity: the block passes the signal through unchanged (a decay with a
       plain rate of 0), so the diagnostics keep no history for it.
+    like_params: the block keeps its per-element state in the parameters'
+      dtype (the ``"like_params"`` policy, Optax's convention), and the
+      update's dtype is promoted with that state's, as Optax's twins'
+      updates are (bfloat16 gradients of float32 parameters give float32
+      updates).
     filter: a filter's :class:`FilterSpec` (None for other blocks).
     matrix: the block maps matrix leaves as matrices (the matrix oracle), so
       the per-element learning dynamics do not describe them.
@@ -244,13 +249,14 @@ class BlockFacts:
   zero_is_zero: bool = False
   explicit_dtype: Optional[jnp.dtype] = None
   identity: bool = False
+  like_params: bool = False
   # (not compared or hashed: an injected pole is an array, and a block is
   # hashed as a static argument of jax.jit)
   filter: Optional[FilterSpec] = dataclasses.field(default=None, compare=False)
   matrix: bool = False
 
   def __post_init__(self):
-    for name in ("zero_is_zero", "identity", "matrix"):
+    for name in ("zero_is_zero", "identity", "like_params", "matrix"):
       value = getattr(self, name)
       if not isinstance(value, bool):
         raise TypeError(f"{name}={value!r} must be a bool.")
@@ -320,7 +326,8 @@ class BlockUpdate:
     out, state, _ = backend.run(
       step, updates, state, params, leaf_by_leaf=self.kind == "numerator"
     )
-    return output_dtype(out, updates, [self.facts.explicit_dtype]), state
+    like = like_params_dtypes([(self, state)], updates)
+    return output_dtype(out, updates, [self.facts.explicit_dtype], like), state
 
 
 class AutoSGMBlock(optax.GradientTransformationExtraArgs):
@@ -542,6 +549,11 @@ def cast_tree(tree: Any, like: Any) -> Any:
   return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
 
 
+def is_like_params(policy: DTypePolicy) -> bool:
+  """Whether ``policy`` keeps the state in the parameters' dtype."""
+  return isinstance(policy, str) and policy == LIKE_PARAMS
+
+
 def explicit_dtype(policy: DTypePolicy) -> Optional[jnp.dtype]:
   """The dtype the user chose in ``policy``, or None (for None and
   ``"like_params"``)."""
@@ -550,22 +562,58 @@ def explicit_dtype(policy: DTypePolicy) -> Optional[jnp.dtype]:
   return jnp.dtype(policy)
 
 
-def output_dtype(out: Any, grads: Any, explicit: list) -> Any:
+def output_dtype(
+  out: Any, grads: Any, explicit: list, like: Optional[list] = None
+) -> Any:
   """``out`` in the gradients' dtype, promoted with the state dtypes the
-  user chose (``explicit``, None entries ignored), leaf by leaf: the
-  library's own float32 state for low-precision parameters stays inside,
-  and a chosen one enters the update as in Optax (``optax.adam(...,
-  mu_dtype=jnp.float32)`` returns float32 updates for bfloat16
-  gradients)."""
+  user chose (``explicit``, None entries ignored) and, leaf by leaf, with
+  ``like`` (the dtypes of state kept in the parameters' dtype, from
+  :func:`like_params_dtypes`; None entries ignored): the library's own
+  float32 state for low-precision parameters stays inside, and a chosen
+  one, or one in the parameters' dtype, enters the update as in Optax
+  (``optax.adam(..., mu_dtype=jnp.float32)`` returns float32 updates for
+  bfloat16 gradients, and so does ``optax.adam`` of float32 parameters)."""
   chosen = [d for d in explicit if d is not None]
+  treedef: Any
+  leaves, treedef = jax.tree.flatten(grads)
+  like = [None] * len(leaves) if like is None else like
 
-  def cast(u, g):
+  def cast(u, g, extra):
     dtype = g.dtype
-    for d in chosen:
+    for d in chosen if extra is None else [*chosen, extra]:
       dtype = jnp.promote_types(dtype, d)
     return u.astype(dtype)
 
-  return jax.tree.map(cast, out, grads)
+  outs = treedef.flatten_up_to(out)
+  return treedef.unflatten(
+    [cast(u, g, d) for u, g, d in zip(outs, leaves, like)]
+  )
+
+
+def like_params_dtypes(blocks_states: list, grads: Any) -> Optional[list]:
+  """Per leaf of ``grads``, the dtype of the state that blocks with
+  ``facts.like_params`` keep for it (promoted over their buffers); None
+  where none does, and None for no such block."""
+  treedef: Any
+  leaves, treedef = jax.tree.flatten(grads)
+  dtypes: list = [None] * len(leaves)
+  found = False
+  for block, state in blocks_states:
+    if block is None or not block.facts.like_params:
+      continue
+    fields = state if isinstance(state, tuple) else (state,)
+    for field in fields:
+      if field is None or (
+        jax.tree.structure(field, is_leaf=is_masked) != treedef
+      ):
+        continue
+      for i, x in enumerate(treedef.flatten_up_to(field)):
+        if is_masked(x):
+          continue
+        found = True
+        d = jnp.dtype(x.dtype)
+        dtypes[i] = d if dtypes[i] is None else jnp.promote_types(dtypes[i], d)
+  return dtypes if found else None
 
 
 def promoted(x: Any, like: Any) -> Any:

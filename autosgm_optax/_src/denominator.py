@@ -131,5 +131,8 @@ def moment_denominator(
     apply_fn,
     kind="denominator",
     last=last_fn if plain else None,
-    facts=_base.BlockFacts(explicit_dtype=_base.explicit_dtype(dtype)),
+    facts=_base.BlockFacts(
+      explicit_dtype=_base.explicit_dtype(dtype),
+      like_params=_base.is_like_params(dtype),
+    ),
   )

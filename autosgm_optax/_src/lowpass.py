@@ -281,6 +281,7 @@ def lowpass_filter(
     facts=_base.BlockFacts(
       zero_is_zero=_is_zero(zero),
       explicit_dtype=_base.explicit_dtype(dtype),
+      like_params=_base.is_like_params(dtype),
       filter=_base.FilterSpec(beta, zero, gain, debias, nesterov, nu),
     ),
     last=last_fn,

@@ -281,7 +281,10 @@ def correlation_numerator(
     apply_fn,
     kind="numerator",
     last=last_values,
-    facts=_base.BlockFacts(explicit_dtype=_base.explicit_dtype(dtype)),
+    facts=_base.BlockFacts(
+      explicit_dtype=_base.explicit_dtype(dtype),
+      like_params=_base.is_like_params(dtype),
+    ),
   )
 
 
