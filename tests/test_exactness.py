@@ -221,6 +221,11 @@ NARROW_GRADS = {
     "phb": (lambda: presets.phb(LR, 0.9), lambda: optax.sgd(LR, 0.9)),
     "nag": (lambda: presets.nag(LR, 0.9),
             lambda: optax.sgd(LR, 0.9, nesterov=True)),
+    # (under optax.partition: the masked leaves are MaskedNodes)
+    "muon": (lambda: presets.muon(LR), lambda: optax.contrib.muon(LR)),
+    "masked_adam": (
+        lambda: optax.masked(presets.adam(LR), {"w": True, "b": False}),
+        lambda: optax.masked(optax.adam(LR), {"w": True, "b": False})),
 }
 
 

@@ -595,7 +595,9 @@ def like_params_dtypes(blocks_states: list, grads: Any) -> Optional[list]:
   ``facts.like_params`` keep for it (promoted over their buffers); None
   where none does, and None for no such block."""
   treedef: Any
-  leaves, treedef = jax.tree.flatten(grads)
+  # (a leaf that optax.masked / optax.partition masks is a MaskedNode in
+  # the gradients and in the state: take it as a leaf, then drop it)
+  leaves, treedef = jax.tree.flatten(grads, is_leaf=is_masked)
   dtypes: list = [None] * len(leaves)
   found = False
   for block, state in blocks_states:
@@ -613,7 +615,9 @@ def like_params_dtypes(blocks_states: list, grads: Any) -> Optional[list]:
         found = True
         d = jnp.dtype(x.dtype)
         dtypes[i] = d if dtypes[i] is None else jnp.promote_types(dtypes[i], d)
-  return dtypes if found else None
+  if not found:
+    return None
+  return [d for d, g in zip(dtypes, leaves) if not is_masked(g)]
 
 
 def promoted(x: Any, like: Any) -> Any:
