@@ -307,3 +307,25 @@ def test_default_mask_on_nnx_state_of_variables():
            jax.tree_util.tree_flatten_with_path(nnx.as_pure(mask))[0]}
   stacked_bias = [k for k in flags if "blocks" in k and "bias" in k]
   assert stacked_bias and not any(flags[k] for k in stacked_bias), flags
+
+
+def test_flax_serialization_round_trips_a_state_with_diagnostics():
+  """flax.serialization.to_bytes / from_bytes of a state whose diagnostics
+  hold PerLeaf records (registered with Flax when diagnostics are built,
+  flax being imported); the restored state continues bit for bit."""
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  tx = asgm.autosgm(LR, numerator="correlation", diagnostics="summary",
+                    diagnostics_every=2)
+  params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4),
+            "b": jnp.array([0.1, -0.2, 0.3])}
+  grads = jax.tree.map(lambda p: jnp.cos(3 * p), params)
+  step = jax.jit(tx.update)
+  state = tx.init(params)
+  for _ in range(3):
+    _, state = step(grads, state, params)
+  restored = serialization.from_bytes(tx.init(params),
+                                      serialization.to_bytes(state))
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(step(grads, restored, params)),
+                  jax.tree.leaves(step(grads, state, params))):
+    np.testing.assert_array_equal(a, b)

@@ -19,6 +19,7 @@ import contextvars
 import dataclasses
 import math
 import numbers
+import sys
 from typing import Any
 from typing import Callable
 from typing import NamedTuple
@@ -103,6 +104,27 @@ class PerLeaf:
 
   def __repr__(self) -> str:
     return f"PerLeaf(rows={self.rows!r}, treedef={self.treedef})"
+
+
+def register_with_flax() -> None:
+  """Teaches ``flax.serialization`` (``to_state_dict``, ``to_bytes``) the
+  :class:`PerLeaf` records, if flax is imported (the library does not
+  import it): as ``{"rows": ...}``, restored into a target's structure.
+  Called where diagnostics are built; idempotent."""
+  serialization = sys.modules.get("flax.serialization")
+  if serialization is None:
+    return
+
+  def to_state(x: PerLeaf) -> dict:
+    return {"rows": serialization.to_state_dict(x.rows)}
+
+  def from_state(target: PerLeaf, state: dict) -> PerLeaf:
+    rows = serialization.from_state_dict(target.rows, state["rows"])
+    return PerLeaf(rows, target.treedef, target.row_ndim)
+
+  serialization.register_serialization_state(
+    PerLeaf, to_state, from_state, override=True
+  )
 
 
 class FilterFacts(NamedTuple):

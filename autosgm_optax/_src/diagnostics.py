@@ -724,6 +724,7 @@ def observer(
   if level is None:
     return None
   check_blocks(slots, every, every_update(level, every))
+  _base.register_with_flax()  # (its records, for flax.serialization)
   filt, decay = slots["filter"], slots["decay"]
   coupled = decay is not None and decay.kind == "coupled_decay"
   spec = None if filt is None else filt.facts.filter
