@@ -5,6 +5,7 @@ from autosgm_optax import analysis
 from autosgm_optax import design
 from autosgm_optax import migration
 from autosgm_optax import presets
+from autosgm_optax._src import base as _base_module
 from autosgm_optax._src.alias import autosgm
 from autosgm_optax._src.base import LIKE_PARAMS
 from autosgm_optax._src.base import AutoSGMBlock
@@ -12,6 +13,7 @@ from autosgm_optax._src.base import BlockFacts
 from autosgm_optax._src.base import BlockUpdate
 from autosgm_optax._src.base import FilterFacts
 from autosgm_optax._src.base import FilterSpec
+from autosgm_optax._src.base import NoState
 from autosgm_optax._src.base import PerLeaf
 from autosgm_optax._src.base import Realisation
 from autosgm_optax._src.base import Signal
@@ -55,6 +57,10 @@ from autosgm_optax.analysis import stability_conditions
 from autosgm_optax.migration import from_torch_config
 from autosgm_optax.migration import torch_config_kwargs
 
+# (flax.serialization learns the diagnostics' records if flax is already
+# imported; diagnostics built later register them too)
+_base_module.register_with_flax()
+
 __version__ = "0.1.0"
 
 __all__ = (
@@ -66,6 +72,7 @@ __all__ = (
   "BlockUpdate",
   "FilterFacts",
   "FilterSpec",
+  "NoState",
   "PerLeaf",
   "Realisation",
   "Signal",

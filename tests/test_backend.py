@@ -120,6 +120,35 @@ def test_under_optax_masked_and_with_none_leaves():
   assert np.all(np.isfinite(updates["a"])) and np.any(updates["a"] != 0)
 
 
+@pytest.mark.parametrize("numerator_mask", [None, "default"])
+def test_leaf_by_leaf_under_optax_masked(numerator_mask):
+  """Under optax.masked the updates hold a MaskedNode where a whole leaf is
+  masked, and the core's state too; a numerator mask's unity leaves hold a
+  NoState. The split still gives each part one leaf of every per-element
+  buffer (leaf by leaf stays on), and merge inverts it."""
+  params = {"k1": jnp.ones((3, 2)), "bias": jnp.ones(2),
+            "k2": jnp.ones((2, 4)), "off": jnp.ones(5)}
+  mask = None if numerator_mask is None else asgm.default_weight_decay_mask
+  tx = optax.masked(asgm.autosgm(1e-2, numerator="correlation",
+                                 numerator_mask=mask),
+                    {"k1": True, "bias": True, "k2": True, "off": False})
+  core = tx.init(params).inner_state[0]
+  # (what optax.masked hands the inner update)
+  updates = dict(params, off=optax.MaskedNode())
+  leaves, treedef = jax.tree.flatten(updates)
+  assert len(leaves) == 3
+  parts = [backend.split(core, treedef, i) for i in range(len(leaves))]
+  for i, part in enumerate(parts):
+    c = part.numerator.c
+    kept = [k for k in ("k1", "bias", "k2") if c[k] is not None]
+    assert kept == [sorted(("bias", "k1", "k2"))[i]], (i, c)
+    assert isinstance(c["off"], optax.MaskedNode)
+  if numerator_mask is not None:
+    assert isinstance(core.numerator.c["bias"], asgm.NoState)
+  merged = backend.merge(parts, core, treedef)
+  assert jax.tree.structure(merged) == jax.tree.structure(core)
+
+
 @pytest.mark.parametrize("level", ["element", "summary"])
 def test_split_and_merge_are_inverse(level):
   tx = asgm.autosgm(1e-2, numerator="correlation", diagnostics=level)

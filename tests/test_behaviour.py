@@ -208,8 +208,9 @@ def test_maximize_is_minimising_the_negated_objective(kwargs):
   assert_bitwise_equal(run(True), run(False))
   # With only decay and a zero gradient, maximising shrinks the weights too
   # (an estimated numerator, fed a zero vbar, would stop the step).
-  if "weight_decay" in kwargs and kwargs.get("decay") == "coupled" or (
-      kwargs.keys() == {"weight_decay"}):
+  decay_alone = kwargs.keys() == {"weight_decay"}
+  coupled = kwargs.get("decay") == "coupled"  # (the numerator sees it)
+  if decay_alone or coupled:
     tx = asgm.autosgm(0.1, maximize=True, **kwargs)
     p, s = params, tx.init(params)
     for _ in range(5):

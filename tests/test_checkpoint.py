@@ -200,12 +200,13 @@ def test_restored_in_a_fresh_process_continues_bit_for_bit(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["numerator_mask", "muon", "matrix",
-                                  "diagnostics_every"])
+                                  "diagnostics_every", "optax_masked"])
 def test_orbax_saves_every_layout(tmp_path, name):
   """States with leaves that keep nothing (a numerator mask, the matrix
-  leaves of the element-wise path: ``optax.MaskedNode``, as optax.masked
-  keeps) and with diagnostics save and restore with Orbax, which refuses
-  zero-size arrays; the restored state continues bit for bit."""
+  leaves of the element-wise path: an empty ``NoState``), with diagnostics,
+  and under ``optax.masked`` (its ``MaskedNode``) save and restore with
+  Orbax, which refuses zero-size arrays; the restored state continues bit
+  for bit."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
 
@@ -222,9 +223,14 @@ def test_orbax_saves_every_layout(tmp_path, name):
       "diagnostics_every": lambda: asgm.autosgm(
           1e-2, numerator="correlation", diagnostics="summary",
           diagnostics_every=3),
+      "optax_masked": lambda: optax.masked(asgm.autosgm(
+          1e-2, numerator="correlation",
+          numerator_mask=asgm.default_weight_decay_mask,
+          diagnostics="summary", diagnostics_every=2),
+                                           {"w": True, "b": True, "v": False}),
   }[name]()
   params = {"w": jnp.linspace(-1.0, 1.0, 15).reshape(5, 3),
-            "b": jnp.array([0.1, -0.2, 0.3])}
+            "b": jnp.array([0.1, -0.2, 0.3]), "v": jnp.ones((2, 2))}
   grads = jax.tree.map(lambda p: jnp.cos(3 * p), params)
   step = jax.jit(tx.update)
   state = tx.init(params)
@@ -241,7 +247,7 @@ def test_orbax_saves_every_layout(tmp_path, name):
   want, _ = step(grads, state, params)
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(want)):
     np.testing.assert_array_equal(a, b)
-  masked = [x for x in jax.tree.leaves(
-      state, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
-            if isinstance(x, optax.MaskedNode)]
-  assert bool(masked) == (name != "diagnostics_every")
+  empty = [x for x in jax.tree.leaves(
+      state, is_leaf=lambda x: isinstance(x, asgm.NoState))
+           if isinstance(x, asgm.NoState)]
+  assert bool(empty) == (name != "diagnostics_every")

@@ -46,9 +46,9 @@ def _masked_leaves_follow_unity(mask, **kwargs):
 def test_masked_leaves_take_the_unity_numerator(numerator):
   state = _masked_leaves_follow_unity(MASK, numerator=numerator, gamma=0.5)
   numerator_state = state[0].numerator
-  # The masked-out leaf keeps no estimator state, as optax.masked keeps
-  # none: an optax.MaskedNode (no array, so Orbax saves the state).
-  assert numerator_state.c["b1"] == optax.MaskedNode()
+  # The masked-out leaf keeps no estimator state: an empty NoState (no
+  # array, so Orbax saves the state).
+  assert isinstance(numerator_state.c["b1"], asgm.NoState)
   assert numerator_state.c["w1"].shape == (8, 16)
   values = asgm.numerator_values(state)["[0].numerator"]
   assert values["b1"] is None and values["w1"].shape == (1, 1)
@@ -58,7 +58,7 @@ def test_a_callable_mask_and_default_weight_decay_mask():
   # default_weight_decay_mask: only the 2-D kernel is estimated.
   state = _masked_leaves_follow_unity(asgm.default_weight_decay_mask,
                                       numerator="correlation")
-  assert state[0].numerator.c["w2"] == optax.MaskedNode()
+  assert isinstance(state[0].numerator.c["w2"], asgm.NoState)
 
 
 def test_mask_trains_the_zero_bias():
@@ -139,3 +139,27 @@ def test_all_masked_is_the_unity_numerator():
   # per step from XLA's fusion, over 50 steps.)
   assert relative_error(masked, unity) <= 50 * 8 * float(
       jnp.finfo(jnp.float32).eps)
+
+
+def test_under_optax_masked_with_diagnostics_every():
+  """optax.masked puts a MaskedNode where it masks a whole leaf, the
+  numerator mask a NoState: the record (diagnostics_every) and the readers
+  tell them apart (a MaskedNode stays, a unity leaf reads None)."""
+  params = {"k": jnp.linspace(-1.0, 1.0, 6).reshape(3, 2),
+            "bias": jnp.array([0.1, 0.2]), "off": jnp.ones(4)}
+  tx = optax.masked(
+      asgm.autosgm(1e-2, numerator="correlation", diagnostics="summary",
+                   diagnostics_every=2,
+                   numerator_mask=asgm.default_weight_decay_mask),
+      {"k": True, "bias": True, "off": False})
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  for _ in range(4):
+    updates, state = step(jax.tree.map(jnp.cos, params), state, params)
+  assert np.all(updates["off"] == jnp.cos(params["off"]))  # passed through
+  values = asgm.numerator_values(state)
+  (path, a), = values.items()
+  assert isinstance(a["off"], optax.MaskedNode), path
+  assert a["bias"] is None and a["k"].shape == (1, 1)
+  dyn = asgm.learning_dynamics(state)
+  assert len(dyn) == 1

@@ -41,6 +41,9 @@ BAD = [
     (asgm.autosgm, dict(decay="l2"), ValueError, ["decay='l2'", "'coupled'"]),
     (asgm.autosgm, dict(moment_beta=1.5), ValueError,
      ["moment_beta=1.5", "[0, 1)"]),
+    (asgm.autosgm, dict(denominator=False, numerator="robust_correlation",
+                        moment_beta=1.0), ValueError,
+     ["moment_beta=1.0", "[0, 1)"]),
     (asgm.autosgm, dict(numerator="correlation", numerator_beta=1.0),
      ValueError, ["numerator_beta=1.0", "[0, 1)"]),
     (asgm.autosgm, dict(numerator="correlation", numerator_smoothing=1.5),
@@ -144,6 +147,7 @@ def test_refused_at_construction(case):
     dict(beta=0.9, gamma=0.9 / 1.9, eta=1.9),  # Nesterov's zero
     dict(eps=0.0, eps_root=1e-12),
     dict(denominator=False, eps=0.0, eps_root=0.0),
+    dict(denominator=False, moment_beta=1.0),  # (unused: not checked)
     dict(weight_decay=optax.constant_schedule(1e-3)),
     dict(learning_rate=optax.linear_schedule(1e-3, 0.0, 100)),
 ])
@@ -172,9 +176,10 @@ def test_presets_accept_what_optax_accepts():
     (lambda: presets.nadam(1e-2, b1=1.0), lambda: optax.nadam(1e-2, b1=1.0)),
     (lambda: presets.adamw(1e-2, b1=1.0, nesterov=True),
      lambda: optax.adamw(1e-2, b1=1.0, nesterov=True)),
+    (lambda: presets.nadamw(1e-2, b1=1.0), lambda: optax.nadamw(1e-2, b1=1.0)),
     (lambda: presets.muon(1e-2, beta=1.0),
      lambda: optax.contrib.muon(1e-2, beta=1.0)),
-], ids=["adam", "nadam", "nadamw", "muon"])
+], ids=["adam", "nadam", "adamw_nesterov", "nadamw", "muon"])
 def test_a_unit_pole_builds_and_runs_as_optax(ours, twin):
   """b1 = 1 divides 0 by 0 in the debias: Optax builds the optimizer and
   its update is NaN; so are the presets' (no ZeroDivisionError)."""

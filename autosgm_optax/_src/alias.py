@@ -191,7 +191,8 @@ def autosgm(
   _base.check_choice("numerator", numerator, ESTIMATORS)
   # (checked here too, so that the errors name autosgm's arguments, not the
   # blocks')
-  _base.check_range("moment_beta", moment_beta, 0.0, 1.0)
+  if denominator or numerator == "robust_correlation":  # (where it is used)
+    _base.check_range("moment_beta", moment_beta, 0.0, 1.0)
   if numerator != "unity":
     _base.check_range("numerator_beta", numerator_beta, 0.0, 1.0)
     if numerator_smoothing is not None:
@@ -277,7 +278,7 @@ def autosgm(
   # and reads no parameters.
   if maximize:  # (the decay must still shrink the parameters)
     decay_block = _decay.for_ascent(
-      decay == "coupled", weight_decay, decay_factor, weight_decay_mask
+      weight_decay, decay_factor, weight_decay_mask, coupled=decay == "coupled"
     )
   elif decay == "coupled":
     decay_block = coupled_decay(weight_decay, mask=weight_decay_mask)

@@ -209,8 +209,9 @@ def _only(tree: Any, treedef: Any, i: int) -> Any:
 
 
 def _structure(x: Any) -> Any:
-  # An optax.MaskedNode stands in a leaf's place (a leaf with no state).
-  return jax.tree.structure(x, is_leaf=_base.is_masked)
+  # A NoState stands in a leaf's place (a leaf with no state); an
+  # optax.MaskedNode stays a node, as in the updates' structure.
+  return jax.tree.structure(x, is_leaf=_base.is_no_state)
 
 
 def _like(treedef: Any) -> Callable[[Any], bool]:
@@ -270,7 +271,7 @@ def merge(parts: list[Any], template: Any, treedef: Any) -> Any:
     flat_parts.append((flat, part_def))
   merged = []
   for k, slot in enumerate(slots):
-    if is_like(slot):  # (leaf i of part i: an array or a MaskedNode)
+    if is_like(slot):  # (leaf i of part i: an array or a NoState)
       merged.append(
         treedef.unflatten([d.flatten_up_to(p[k])[0] for p, d in flat_parts])
       )

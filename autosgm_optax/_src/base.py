@@ -255,7 +255,7 @@ class BlockFacts:
     explicit_dtype: None, or the state dtype the user chose for the block:
       then the update has the dtype that arithmetic with it gives (the
       gradients' dtype promoted with it, as ``optax.adam(mu_dtype=...)``);
-      else the gradients' dtype.
+      else the gradients' dtype (or as ``like_params`` says).
     identity: the block passes the signal through unchanged (a decay with a
       plain rate of 0), so the diagnostics keep no history for it.
     like_params: the block keeps its per-element state in the parameters'
@@ -314,7 +314,8 @@ def _facts(facts: Any, info: Optional[dict]) -> BlockFacts:
 class BlockUpdate:
   """What defines an AutoSGM block, and its ``update`` used alone: ``apply``
   run on a signal made from the input (taken as the raw gradient), the
-  result in the input's dtype (promoted with ``facts.explicit_dtype``).
+  result in the input's dtype (promoted with ``facts.explicit_dtype``, and
+  with the state's dtype where ``facts.like_params``).
 
   Attributes:
     apply: ``apply(signal, state, params) -> (signal, state)``, the step the
@@ -614,25 +615,28 @@ def output_dtype(
 
 def like_params_dtypes(blocks_states: list, grads: Any) -> Optional[list]:
   """Per leaf of ``grads``, the dtype of the state that blocks with
-  ``facts.like_params`` keep for it (promoted over their buffers); None
-  where none does, and None for no such block."""
+  ``facts.like_params`` keep for it (promoted over their buffers' floating
+  dtypes); None where none does, and None for no such block. Only the
+  blocks' own fields are read (a block wrapped inside another, as the
+  matrix oracle wraps its element-wise block, is not seen)."""
   treedef: Any
   # (a leaf that optax.masked / optax.partition masks is a MaskedNode in
   # the gradients and in the state: take it as a leaf, then drop it)
   leaves, treedef = jax.tree.flatten(grads, is_leaf=is_masked)
   dtypes: list = [None] * len(leaves)
   found = False
+  placeholder = lambda x: is_masked(x) or is_no_state(x)
   for block, state in blocks_states:
     if block is None or not block.facts.like_params:
       continue
     fields = state if isinstance(state, tuple) else (state,)
     for field in fields:
       if field is None or (
-        jax.tree.structure(field, is_leaf=is_masked) != treedef
+        jax.tree.structure(field, is_leaf=placeholder) != treedef
       ):
         continue
       for i, x in enumerate(treedef.flatten_up_to(field)):
-        if is_masked(x):
+        if placeholder(x) or not jnp.issubdtype(x.dtype, jnp.inexact):
           continue
         found = True
         d = jnp.dtype(x.dtype)
@@ -657,9 +661,23 @@ def require_params(params: Any, block: str) -> None:
     )
 
 
+class NoState(NamedTuple):
+  """The place of a leaf for which a block keeps no state: a
+  ``numerator_mask``'s unity leaves, the matrix leaves of the element-wise
+  path. An empty pytree node, like ``optax.MaskedNode`` (which
+  ``optax.masked`` puts where it masks a whole leaf, and which this is told
+  apart from), so the state holds no array there: Orbax saves it as
+  nothing."""
+
+
+def is_no_state(x: Any) -> bool:
+  """Whether ``x`` is a :class:`NoState` placeholder."""
+  return isinstance(x, NoState)
+
+
 def is_masked(x: Any) -> bool:
-  """Whether ``x`` is ``optax.MaskedNode()``, a leaf's place in a state that
-  keeps nothing for it (``optax.masked``'s convention)."""
+  """Whether ``x`` is ``optax.MaskedNode()`` (``optax.masked`` /
+  ``optax.partition``: the leaf is not this transformation's)."""
   return isinstance(x, optax.MaskedNode)
 
 

@@ -207,12 +207,26 @@ def default_weight_decay_mask(params: Any) -> Any:
 
 
 def for_ascent(
-  coupled: bool, rate: Any, factor: Any, mask: Mask
+  rate: Any, factor: Any, mask: Mask, *, coupled: bool
 ) -> _base.AutoSGMBlock:
   """The decay block of an optimizer that maximises (its step is applied
   with ``+mu``): the term enters with the opposite sign, so that
   maximising ``f`` is minimising ``-f`` with the same decay, which still
-  pulls the parameters towards zero."""
+  pulls the parameters towards zero.
+
+  Args:
+    rate: the decay rate ``rho >= 0``, a number or a schedule.
+    factor: ``c_rho`` of decoupled decay (ignored when ``coupled``).
+    mask: as :func:`decoupled_decay`'s.
+    coupled: coupled (L2) decay rather than decoupled.
+
+  Returns:
+    An :class:`AutoSGMBlock` for the ``decay`` slot.
+  """
   if coupled:
-    return _decay_block(rate, 1.0, mask, True, "coupled_decay", ascent=True)
-  return _decay_block(rate, factor, mask, False, "decoupled_decay", True)
+    return _decay_block(
+      rate, 1.0, mask, coupled=True, name="coupled_decay", ascent=True
+    )
+  return _decay_block(
+    rate, factor, mask, coupled=False, name="decoupled_decay", ascent=True
+  )

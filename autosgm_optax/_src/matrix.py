@@ -117,16 +117,12 @@ def elementwise_mask(dimension_numbers: Rules, mask: Any = None) -> Callable:
 
 
 def _split(tree: Any, routes: list) -> Any:
-  """``tree`` with its matrix leaves replaced by ``optax.MaskedNode()``, as
-  ``optax.masked`` does: the element-wise block keeps no state and does no
-  work there."""
+  """``tree`` with its matrix leaves replaced by :class:`NoState`: the
+  element-wise block keeps no state and does no work there."""
   leaves, treedef = jax.tree.flatten(tree)
   return jax.tree.unflatten(
     treedef,
-    [
-      optax.MaskedNode() if r is not False else x
-      for x, r in zip(leaves, routes)
-    ],
+    [_base.NoState() if r is not False else x for x, r in zip(leaves, routes)],
   )
 
 

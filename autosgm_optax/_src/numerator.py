@@ -99,11 +99,11 @@ def correlation_numerator(
       the parameters, or a callable returning one from the parameters (e.g.
       :func:`autosgm_optax.default_weight_decay_mask`, which leaves out
       biases and normalisation scales). Leaves where it is False take the
-      unity numerator ``a = 1`` and keep no estimator state (an
-      ``optax.MaskedNode`` in each buffer's tree, as ``optax.masked``
-      keeps). Read at ``init``: the state then says which leaves are
-      estimated. Under ``optax.inject_hyperparams`` pass a callable
-      through ``static_args``.
+      unity numerator ``a = 1`` and keep no estimator state (an empty
+      :class:`autosgm_optax.NoState` in each buffer's tree, no array).
+      Read at ``init``: the state then says which leaves are estimated.
+      Under ``optax.inject_hyperparams`` pass a callable through
+      ``static_args``.
 
   Returns:
     An :class:`AutoSGMBlock` for the ``numerator`` slot of
@@ -168,17 +168,12 @@ def correlation_numerator(
         )
     estimated = _leaf_mask(mask, params)
 
-    def placeholder(p):  # a leaf on the unity numerator: no state (as
-      # optax.masked keeps none)
-      del p
-      return optax.MaskedNode()
-
     def zeros():
       return jax.tree.map(
         lambda p, m: (
           jnp.zeros_like(p, dtype=_base.state_dtype(p.dtype, dtype))
           if m
-          else (placeholder(p))
+          else _base.NoState()  # (the unity numerator: no state)
         ),
         params,
         estimated,
@@ -187,7 +182,7 @@ def correlation_numerator(
     def mean_zeros(p, m):
       # A mean of zeros like p: the kept axes keep p's sharding.
       if not m:
-        return placeholder(p)
+        return _base.NoState()
       zeros = jnp.zeros_like(p, dtype=_base.state_dtype(p.dtype, dtype))
       axes = _average_axes(zeros.ndim, keep_axes)
       return jnp.mean(zeros, axis=axes, keepdims=True) if axes else zeros
@@ -201,7 +196,7 @@ def correlation_numerator(
     )
 
   def leaf_step(g, vbar, d, w, c, w2, p_abs, a_prev):
-    if isinstance(c, optax.MaskedNode):  # masked out: the unity numerator
+    if _base.is_no_state(c):  # masked out: the unity numerator
       return None, c, w2, p_abs, a_prev
     dt = c.dtype
     if estimator == "moment":
@@ -289,6 +284,8 @@ def correlation_numerator(
 
 
 def check_keep_axes(name: str, keep_axes: Any) -> None:
+  """Refuses ``keep_axes`` (named ``name`` in the error) unless it is a
+  tuple of the leading axes."""
   if not isinstance(keep_axes, tuple) or keep_axes != tuple(
     range(len(keep_axes))
   ):
@@ -340,12 +337,15 @@ def last_values(state: CorrelationNumeratorState) -> Any:
   the unity numerator."""
   if state.c is None:
     return None
-  # A masked-out leaf's placeholder gives None (a = 1).
+  # A leaf on the unity numerator (numerator_mask) gives None (a = 1), and
+  # so does an empty leaf; optax.masked's MaskedNodes stay as they are.
   unmasked = lambda f: (
-    lambda c, *rest: None if isinstance(c, optax.MaskedNode) else f(c, *rest)
+    lambda c, *rest: (
+      None if _base.is_no_state(c) or 0 in c.shape else f(c, *rest)
+    )
   )
   mapped = lambda f, *trees: jax.tree.map(
-    unmasked(f), *trees, is_leaf=_base.is_masked
+    unmasked(f), *trees, is_leaf=_base.is_no_state
   )
   if state.a is not None:
     return mapped(lambda c, a: a, state.c, state.a)
