@@ -349,8 +349,7 @@ class BlockUpdate:
     out, state, _ = backend.run(
       step, updates, state, params, leaf_by_leaf=self.kind == "numerator"
     )
-    like = like_params_dtypes([(self, state)], updates)
-    return output_dtype(out, updates, [self.facts.explicit_dtype], like), state
+    return output_dtype(out, updates, [(self, state)]), state
 
 
 class AutoSGMBlock(optax.GradientTransformationExtraArgs):
@@ -585,21 +584,26 @@ def explicit_dtype(policy: DTypePolicy) -> Optional[jnp.dtype]:
   return jnp.dtype(policy)
 
 
-def output_dtype(
-  out: Any, grads: Any, explicit: list, like: Optional[list] = None
-) -> Any:
+def output_dtype(out: Any, grads: Any, blocks_states: list) -> Any:
   """``out`` in the gradients' dtype, promoted with the state dtypes the
-  user chose (``explicit``, None entries ignored) and, leaf by leaf, with
-  ``like`` (the dtypes of state kept in the parameters' dtype, from
-  :func:`like_params_dtypes`; None entries ignored): the library's own
-  float32 state for low-precision parameters stays inside, and a chosen
-  one, or one in the parameters' dtype, enters the update as in Optax
-  (``optax.adam(..., mu_dtype=jnp.float32)`` returns float32 updates for
-  bfloat16 gradients, and so does ``optax.adam`` of float32 parameters)."""
-  chosen = [d for d in explicit if d is not None]
+  user chose (the blocks' ``facts.explicit_dtype``) and, leaf by leaf, with
+  the state that blocks with ``facts.like_params`` keep in the parameters'
+  dtype (:func:`like_params_dtypes`): the library's own float32 state for
+  low-precision parameters stays inside, and a chosen one, or one in the
+  parameters' dtype, enters the update as in Optax (``optax.adam(...,
+  mu_dtype=jnp.float32)`` returns float32 updates for bfloat16 gradients,
+  and so does ``optax.adam`` of float32 parameters).
+
+  ``blocks_states`` holds ``(block, its new state)`` pairs, None for an
+  empty slot."""
+  chosen = [
+    b.facts.explicit_dtype
+    for b, _ in blocks_states
+    if b is not None and b.facts.explicit_dtype is not None
+  ]
   treedef: Any
   leaves, treedef = jax.tree.flatten(grads)
-  like = [None] * len(leaves) if like is None else like
+  like = like_params_dtypes(blocks_states, grads) or [None] * len(leaves)
 
   def cast(u, g, extra):
     dtype = g.dtype

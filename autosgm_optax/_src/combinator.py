@@ -151,10 +151,7 @@ def scale_by_autosgm(
     )
     if recorded is not None:
       new_state = new_state._replace(diagnostics=recorded)
-    explicit = [b.facts.explicit_dtype for b in slots.values() if b is not None]
-    like = _base.like_params_dtypes(
-      [(b, getattr(new_state, name)) for name, b in slots.items()], updates
-    )
-    return _base.output_dtype(out, updates, explicit, like), new_state
+    blocks_states = [(b, getattr(new_state, n)) for n, b in slots.items()]
+    return _base.output_dtype(out, updates, blocks_states), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
