@@ -57,7 +57,12 @@ consumer: 1.7-3.2% on a 2-core AMD EPYC, 2026-12-05).
 
 An exact 1 orders a value by a select (:func:`times`), never a product:
 the order must not change the step's arithmetic, or turning the
-diagnostics on would change the update's rounding.
+diagnostics on would change the update's rounding. Leaves of one element
+are not ordered: their kernels are straight-line code, where LLVM folds
+the select into the arithmetic after it and contracts other multiply-adds
+into FMAs than without it (measured: a scalar leaf's update differed in
+the last bit with ``diagnostics_every`` on a tanh network,
+``tests/test_observation.py``), and copying one element costs nothing.
 
 Tests and benchmarks turn tricks off with :func:`without`.
 """
@@ -303,6 +308,11 @@ def _written_last(new: Any, old: Any) -> list:
   return []
 
 
+def _order(x: Any, one: Any) -> Any:
+  # (leaves of one element unordered: see the module's docstring)
+  return times(x, one) if jnp.size(x) > 1 else x
+
+
 def _both(a: Any, b: Any) -> Any:
   return a if b is None else b if a is None else a * b
 
@@ -363,9 +373,8 @@ def run(
       # of its own, so that its program is the one it is with a record
       one = exact_one(g)
     if one is not None:
-      g, p = times(g, one), times(p, one)
-      s = jax.tree.map(
-        lambda x, one=one: times(x, one) if jnp.size(x) > 1 else x, s
+      g, p, s = (
+        jax.tree.map(lambda x, one=one: _order(x, one), t) for t in (g, p, s)
       )
     out, new = step(g, s, p, realise)
     if sequenced:

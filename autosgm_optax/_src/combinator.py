@@ -68,7 +68,8 @@ def scale_by_autosgm(
       effective learning rate, its ratio, the LTV input and the update) or
       ``"element"`` (per element), read with
       :func:`autosgm_optax.learning_dynamics`. They change no bit of the
-      updates or of the other state (docs/guide.md, learning dynamics).
+      updates or of the other state that ``update`` returns (its scope:
+      docs/guide.md, learning dynamics).
     diagnostics_every: with ``"summary"``, record only the updates whose
       number is a multiple of this (injectable under
       ``optax.inject_hyperparams``); see

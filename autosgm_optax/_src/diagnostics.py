@@ -56,7 +56,10 @@ values of injected filter and denominator hyperparameters.
 Either way the record observes: the backend orders the step's kernels
 after the record's readers by selects, not arithmetic
 (``autosgm_optax/_src/backend.py``), so the updates and the other state
-buffers are bit for bit those without diagnostics.
+buffers that ``update`` returns are bit for bit those without diagnostics.
+(In one program with the caller's gradient and ``apply_updates``, XLA may
+fuse and contract the caller's operations with the step's otherwise:
+docs/guide.md, learning dynamics.)
 """
 
 from __future__ import annotations
