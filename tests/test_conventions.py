@@ -363,3 +363,56 @@ def test_tree_get_reads_the_injected_learning_rate(make):
   state = optax.tree_utils.tree_set(state, learning_rate=0.0)
   u, _ = tx.update(params, state, params)
   assert float(jnp.abs(u["w"]).max()) == 0.0
+
+
+DIAGNOSTICS = {
+    "summary": dict(diagnostics="summary"),
+    "summary every 3": dict(diagnostics="summary", diagnostics_every=3),
+    "element": dict(diagnostics="element"),
+}
+
+
+@pytest.mark.parametrize("params", [
+    {"w": jnp.ones((4, 3)), "b": jnp.ones((3,))}, {}, jnp.ones((3,))],
+    ids=["dict", "empty", "array"])
+@pytest.mark.parametrize("level", sorted(DIAGNOSTICS))
+def test_state_with_diagnostics_maps_and_compares_as_optax_states(level,
+                                                                  params):
+  # What Optax's own tests do with every optimizer's state:
+  # optax.tree.map_params (which maps the state of a parameter placeholder
+  # together with the real one), and trees of dtypes that compare equal.
+  tx = asgm.autosgm(LR, gamma=0.5, numerator="correlation",
+                    weight_decay=1e-2, **DIAGNOSTICS[level])
+  state0 = tx.init(params)
+  state = jax.jit(tx.update)(params, state0, params)[1]
+  assert jax.tree.structure(state) == jax.tree.structure(state0)
+  dtypes = lambda s: jax.tree.map(lambda x: x.dtype, s)
+  assert dtypes(state) == dtypes(state0)
+
+  same = optax.tree.map_params(tx, lambda v: v, state)
+  assert jax.tree.structure(same) == jax.tree.structure(state)
+  for got, want in zip(jax.tree.leaves(same), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(got, want)
+  # only the leaves like the parameters are mapped (here: their shapes)
+  tags = optax.tree.map_params(tx, lambda v: "param", state,
+                               transform_non_params=lambda v: "other")
+  n_params = len(jax.tree.leaves(params))
+  mapped = [t for t in jax.tree.leaves(tags) if t == "param"]
+  assert len(mapped) % max(n_params, 1) == 0 and bool(mapped) == bool(
+      n_params)
+  # the records' rows are not like the parameters: not mapped
+  records = tags[0].diagnostics.r_undefined
+  assert jax.tree.leaves(records) == ["other"]
+
+
+def test_per_leaf_records_compare_field_by_field():
+  params = {"w": jnp.ones((4, 3)), "b": jnp.ones((3,))}
+  tx = asgm.autosgm(LR, diagnostics="summary")
+  record = tx.init(params)[0].diagnostics.r_undefined
+  same = jax.tree.map(lambda x: x.dtype, record)
+  assert same == jax.tree.map(lambda x: x.dtype, record)
+  other = asgm.autosgm(LR, diagnostics="summary").init(
+      {"v": jnp.ones((4, 3)), "b": jnp.ones((3,))})[0].diagnostics
+  assert same != jax.tree.map(lambda x: x.dtype, other.r_undefined)
+  assert (jax.tree.structure(record)
+          != jax.tree.structure(other.r_undefined))

@@ -72,10 +72,13 @@ class PerLeaf:
     self.row_ndim = row_ndim
 
   @classmethod
-  def stack(cls, rows: list, treedef: Any, dtype: Any) -> "PerLeaf":
-    """The rows (one array per leaf of ``treedef``) stacked in ``dtype``."""
+  def stack(
+    cls, rows: list, treedef: Any, dtype: Any, row_shape: tuple = ()
+  ) -> "PerLeaf":
+    """The rows (one array per leaf of ``treedef``, each of ``row_shape``)
+    stacked in ``dtype``."""
     if not rows:
-      return cls(jnp.zeros((0,), dtype), treedef, 0)
+      return cls(jnp.zeros((0, *row_shape), dtype), treedef, len(row_shape))
     stacked = jnp.stack([jnp.asarray(r).astype(dtype) for r in rows])
     return cls(stacked, treedef, stacked.ndim - 1)
 
@@ -92,18 +95,71 @@ class PerLeaf:
 
   def tree_flatten_with_keys(self):
     key = jax.tree_util.GetAttrKey("rows")
-    return ((key, self.rows),), (self.treedef, self.row_ndim)
+    return ((key, self.rows),), (_Structure(self.treedef), self.row_ndim)
 
   def tree_flatten(self):
-    return (self.rows,), (self.treedef, self.row_ndim)
+    return (self.rows,), (_Structure(self.treedef), self.row_ndim)
 
   @classmethod
   def tree_unflatten(cls, aux, children):
-    treedef, row_ndim = aux
-    return cls(children[0], treedef, row_ndim)
+    structure, row_ndim = aux
+    return cls(children[0], structure.treedef, row_ndim)
+
+  def __eq__(self, other: object) -> bool:
+    # As a NamedTuple state compares: field by field (e.g. the trees of
+    # dtypes that Optax's tests compare).
+    if not isinstance(other, PerLeaf):
+      return NotImplemented
+    return (self.rows, self.treedef, self.row_ndim) == (
+      other.rows,
+      other.treedef,
+      other.row_ndim,
+    )
+
+  __hash__ = None  # type: ignore[assignment]  # (mutable, like its rows)
 
   def __repr__(self) -> str:
     return f"PerLeaf(rows={self.rows!r}, treedef={self.treedef})"
+
+
+class _Structure:
+  """A :class:`PerLeaf`'s tree structure as pytree auxiliary data.
+
+  Equal to another when the structures are equal, or when either is the
+  structure of ``optax.tree.map_params``'s parameter placeholder: that
+  function builds the state of a placeholder (a node without leaves) and
+  maps it together with the real state, whose records then belong to the
+  real parameters' structure. The hash is the same for all (a placeholder
+  equals every structure)."""
+
+  __slots__ = ("treedef",)
+
+  def __init__(self, treedef: Any):
+    self.treedef = treedef
+
+  def _placeholder(self) -> bool:
+    if self.treedef.num_leaves or self.treedef.num_nodes != 1:
+      return False
+    node = self.treedef.node_data()
+    kind = node[0] if node else None
+    return getattr(kind, "__name__", "") == "_ParamsPlaceholder" and (
+      getattr(kind, "__module__", "").startswith("optax.")
+    )
+
+  def __eq__(self, other: object) -> bool:
+    if not isinstance(other, _Structure):
+      return NotImplemented
+    return (
+      self.treedef == other.treedef
+      or self._placeholder()
+      or other._placeholder()
+    )
+
+  def __hash__(self) -> int:
+    return hash(_Structure)
+
+  def __repr__(self) -> str:
+    return repr(self.treedef)
 
 
 def register_with_flax() -> None:

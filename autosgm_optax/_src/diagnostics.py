@@ -205,7 +205,9 @@ def init(
   if level == "summary":
     rows = [jnp.zeros((len(QUANTITIES), 3)) for _ in leaves]
     values = {
-      "summary": _base.PerLeaf.stack(rows, treedef, summary_dtype(params))
+      "summary": _base.PerLeaf.stack(
+        rows, treedef, summary_dtype(params), (len(QUANTITIES), 3)
+      )
     }
   else:
     values = {q: zeros() for q in QUANTITIES}
@@ -431,7 +433,9 @@ def record(
         ]
       filt = again.filter if again.filter is not None else (0.0, 0.0, 1.0, 1)
       return (
-        _base.PerLeaf.stack(_rows(columns, dtype), part_def, dtype).rows,
+        _base.PerLeaf.stack(
+          _rows(columns, dtype), part_def, dtype, (len(QUANTITIES), 3)
+        ).rows,
         _base.PerLeaf.stack(counts, part_def, jnp.int32).rows,
         None
         if fixed
@@ -624,7 +628,10 @@ def update(
     summary_dtype = state.values["summary"].rows.dtype
     values = {
       "summary": _base.PerLeaf.stack(
-        _rows(columns, summary_dtype), rows_def, summary_dtype
+        _rows(columns, summary_dtype),
+        rows_def,
+        summary_dtype,
+        (len(QUANTITIES), 3),
       )
     }
   else:
