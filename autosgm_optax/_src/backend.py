@@ -170,11 +170,15 @@ def times(tree: Any, one: Any) -> Any:
   diagnostics changed the updates' last bit); a select leaves the fused
   arithmetic as it is (measured: every configuration of
   ``tests/test_observation.py`` bit for bit with and without diagnostics).
+  Leaves of one element pass unordered (the module's docstring says why).
   """
   if one is None:
     return tree
   keep = one == 1
-  return jax.tree.map(lambda x: jnp.where(keep, x, jnp.zeros_like(x)), tree)
+  return jax.tree.map(
+    lambda x: jnp.where(keep, x, jnp.zeros_like(x)) if jnp.size(x) > 1 else x,
+    tree,
+  )
 
 
 def _after(tree: Any, token: Any) -> Any:
@@ -308,11 +312,6 @@ def _written_last(new: Any, old: Any) -> list:
   return []
 
 
-def _order(x: Any, one: Any) -> Any:
-  # (leaves of one element unordered: see the module's docstring)
-  return times(x, one) if jnp.size(x) > 1 else x
-
-
 def _both(a: Any, b: Any) -> Any:
   return a if b is None else b if a is None else a * b
 
@@ -373,9 +372,7 @@ def run(
       # of its own, so that its program is the one it is with a record
       one = exact_one(g)
     if one is not None:
-      g, p, s = (
-        jax.tree.map(lambda x, one=one: _order(x, one), t) for t in (g, p, s)
-      )
+      g, p, s = times(g, one), times(p, one), times(s, one)
     out, new = step(g, s, p, realise)
     if sequenced:
       token = exact_one(_written_last(new, s))
