@@ -71,6 +71,9 @@ def test_phb_filter_is_optax_trace():
   ours, _ = _feed(asgm.lowpass_filter(0.9, 0.0, 1.0, debias=False), grads)
   twin, _ = _feed(optax.trace(0.9), grads)
   np.testing.assert_array_equal(ours, twin)
+  # lowpass_filter(beta, gamma, eta, debias): debias also by position
+  positional, _ = _feed(asgm.lowpass_filter(0.9, 0.0, 1.0, False), grads)
+  np.testing.assert_array_equal(positional, twin)
 
 
 def test_denominator_alone_is_rms_normalisation():

@@ -282,6 +282,10 @@ def test_learning_rate_state_means_the_same_for_numbers_arrays_schedules():
     seen.append((float(state.mu), float(state.prev_mu)))
   np.testing.assert_allclose(
       seen, [(0.1, 0.1), (0.1, 0.1), (0.2, 0.1), (0.3, 0.2)], rtol=1e-6)
+  # the fields' earlier names read the same numbers, and are no keys
+  assert (state.learning_rate, state.prev_learning_rate) == (
+      state.mu, state.prev_mu)
+  assert state._fields == ("count", "mu", "prev_mu")
 
 
 # ---------------------------------------------------------------------------

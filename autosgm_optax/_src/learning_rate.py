@@ -24,6 +24,18 @@ class ScaleByLearningRateState(NamedTuple):
   # mu of the update before the last; mu(1) before the second update.
   prev_mu: chex.Array  # shape=(); scalar dtype
 
+  # The fields' earlier names, read-only (not pytree keys, so tree_get does
+  # not find them).
+  @property
+  def learning_rate(self) -> chex.Array:
+    """``mu``, by its earlier name."""
+    return self.mu
+
+  @property
+  def prev_learning_rate(self) -> chex.Array:
+    """``prev_mu``, by its earlier name."""
+    return self.prev_mu
+
 
 def scale_by_learning_rate(
   learning_rate: optax.ScalarOrSchedule,
