@@ -407,6 +407,12 @@ def test_state_with_diagnostics_maps_and_compares_as_optax_states(level,
   # the records' rows are not like the parameters: not mapped
   records = tags[0].diagnostics.r_undefined
   assert jax.tree.leaves(records) == ["other"]
+  # the mapped records carry map_params' placeholder structure: the readers
+  # refuse them rather than key their rows wrongly; the state itself reads
+  asgm.learning_dynamics(state)
+  if n_params:
+    with pytest.raises(ValueError, match="map_params"):
+      asgm.learning_dynamics(same)
 
 
 def test_per_leaf_records_compare_field_by_field():

@@ -85,6 +85,12 @@ class PerLeaf:
   def tree(self) -> Any:
     """The rows as a tree like the parameters (leaf i: row i, with any
     leading axes of stacked records in front)."""
+    if _Structure(self.treedef).placeholder():
+      raise ValueError(
+        "this record belongs to optax.tree.map_params' parameter "
+        "placeholder (a state mapped by map_params keeps its structure, not "
+        "the parameters'); read the optimizer's own state."
+      )
     axis = np.ndim(self.rows) - self.row_ndim - 1
     return self.treedef.unflatten(
       [
@@ -128,16 +134,18 @@ class _Structure:
   Equal to another when the structures are equal, or when either is the
   structure of ``optax.tree.map_params``'s parameter placeholder: that
   function builds the state of a placeholder (a node without leaves) and
-  maps it together with the real state, whose records then belong to the
-  real parameters' structure. The hash is the same for all (a placeholder
-  equals every structure)."""
+  maps it together with the real state, so that the mapped state's records
+  carry the placeholder's structure (:meth:`PerLeaf.tree` then refuses to
+  read them). The hash is the same for all (a placeholder equals every
+  structure)."""
 
   __slots__ = ("treedef",)
 
   def __init__(self, treedef: Any):
     self.treedef = treedef
 
-  def _placeholder(self) -> bool:
+  def placeholder(self) -> bool:
+    """Whether this is the structure of map_params' placeholder."""
     if self.treedef.num_leaves or self.treedef.num_nodes != 1:
       return False
     node = self.treedef.node_data()
@@ -150,9 +158,7 @@ class _Structure:
     if not isinstance(other, _Structure):
       return NotImplemented
     return (
-      self.treedef == other.treedef
-      or self._placeholder()
-      or other._placeholder()
+      self.treedef == other.treedef or self.placeholder() or other.placeholder()
     )
 
   def __hash__(self) -> int:
