@@ -84,6 +84,8 @@ LEVELS = ("summary", "element")
 #: The per-element quantities of the core (without mu) that are recorded.
 #: The margin beta |r| is beta r (alpha >= 0, so r >= 0): readers derive it.
 QUANTITIES = ("alpha", "r", "e", "update")
+#: The shape of a leaf's summary row: (sup, mean, std) per quantity.
+ROW = (len(QUANTITIES), 3)
 
 
 class Summary(NamedTuple):
@@ -203,11 +205,9 @@ def init(
   zeros = lambda: _base.zeros_like_tree(params, None)
   leaves, treedef = jax.tree.flatten(params)
   if level == "summary":
-    rows = [jnp.zeros((len(QUANTITIES), 3)) for _ in leaves]
+    rows = [jnp.zeros(ROW) for _ in leaves]
     values = {
-      "summary": _base.PerLeaf.stack(
-        rows, treedef, summary_dtype(params), (len(QUANTITIES), 3)
-      )
+      "summary": _base.PerLeaf.stack(rows, treedef, summary_dtype(params), ROW)
     }
   else:
     values = {q: zeros() for q in QUANTITIES}
@@ -433,9 +433,7 @@ def record(
         ]
       filt = again.filter if again.filter is not None else (0.0, 0.0, 1.0, 1)
       return (
-        _base.PerLeaf.stack(
-          _rows(columns, dtype), part_def, dtype, (len(QUANTITIES), 3)
-        ).rows,
+        _base.PerLeaf.stack(_rows(columns, dtype), part_def, dtype, ROW).rows,
         _base.PerLeaf.stack(counts, part_def, jnp.int32).rows,
         None
         if fixed
@@ -631,7 +629,7 @@ def update(
         _rows(columns, summary_dtype),
         rows_def,
         summary_dtype,
-        (len(QUANTITIES), 3),
+        ROW,
       )
     }
   else:
