@@ -303,12 +303,13 @@ def test_undefined_r_is_counted_exactly_per_element(every):
 
 
 def test_injected_every_gives_one_state_structure_however_init_runs():
-  # optax.inject_hyperparams injects the default diagnostics_every=1 too:
+  # optax.inject_hyperparams injects a diagnostics_every given as 1 too:
   # eager init, eval_shape and jit(init) must agree, and an injected value
   # may move to 1 and back.
   params, loss = PROBLEMS["quadratic"]()
   tx = optax.inject_hyperparams(asgm.autosgm)(
-      1e-2, gamma=0.5, weight_decay=1e-2, diagnostics="summary")
+      1e-2, gamma=0.5, weight_decay=1e-2, diagnostics="summary",
+      diagnostics_every=1)
   eager = tx.init(params)
   assert jax.tree.structure(jax.eval_shape(tx.init, params)) == (
       jax.tree.structure(eager))

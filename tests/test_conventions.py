@@ -47,6 +47,9 @@ FACTORIES = {
     "autosgm robust": (asgm.autosgm, dict(
         learning_rate=LR, numerator="robust_correlation",
         numerator_average=False, numerator_smoothing=None), False),
+    "autosgm diagnostics": (asgm.autosgm, dict(
+        learning_rate=LR, gamma=0.5528, weight_decay=1e-2,
+        diagnostics="summary"), False),
     "autosgm bf16 filter": (asgm.autosgm, dict(
         learning_rate=LR, filter_dtype=jnp.bfloat16), True),
     "lowpass_filter": (asgm.lowpass_filter, dict(beta=0.9, gamma=0.5), True),

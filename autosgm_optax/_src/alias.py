@@ -53,7 +53,7 @@ def autosgm(
   maximize: bool = False,
   filter_dtype: Optional[Any] = None,
   diagnostics: Optional[str] = None,
-  diagnostics_every: int = 1,
+  diagnostics_every: Optional[int] = None,
   matrix: Optional[str] = None,
   matrix_dimension_numbers: Any = None,
   matrix_numerator: bool = False,
@@ -95,10 +95,12 @@ def autosgm(
   multiplies (same numbers). A schedule given for ``window`` is evaluated by
   the wrapper and arrives as a number. With diagnostics on, the
   diagnostics' own state depends on which numbers are plain: a plain
-  ``gamma=0`` without decay keeps no gradient history, a plain
-  ``diagnostics_every=1`` keeps ``alpha(t-1)`` per element; injected, they
-  are arrays and the history is kept (pass them through ``static_args`` to
-  keep the plain layout).
+  ``gamma=0`` without decay keeps no gradient history, and a
+  ``diagnostics_every`` given as a number is injected, so that the record
+  takes its conditional path even at 1 (the default None is not injected:
+  every update is recorded as without ``inject_hyperparams``); injected,
+  they are arrays and the history is kept (pass them through
+  ``static_args`` to keep the plain layout).
 
   A non-finite gradient propagates into the state, as in Optax: wrap with
   ``optax.apply_if_finite`` to skip such steps.
@@ -150,8 +152,8 @@ def autosgm(
     diagnostics: None, ``"summary"`` or ``"element"``: record the learning
       dynamics in the state (see :func:`scale_by_autosgm`); read them with
       :func:`learning_dynamics`.
-    diagnostics_every: record the summary on every this-many updates only
-      (see :func:`scale_by_autosgm`).
+    diagnostics_every: record the summary on every this-many updates only;
+      None (the default): every update (see :func:`scale_by_autosgm`).
     matrix: None, or the matrix oracle's method (``"newton_schulz"``,
       ``"cubic"``, ``"lakic"``, ``"svd"``): matrix leaves then step along
       the polar factor of their filtered gradient

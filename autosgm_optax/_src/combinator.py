@@ -36,7 +36,7 @@ def scale_by_autosgm(
   window: Optional[Window] = None,
   *,
   diagnostics: Optional[str] = None,
-  diagnostics_every: int = 1,
+  diagnostics_every: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Wire AutoSGM blocks into the learning-rate-free AutoSGM update.
 
@@ -71,8 +71,11 @@ def scale_by_autosgm(
       updates or of the other state that ``update`` returns (its scope:
       docs/guide.md, learning dynamics).
     diagnostics_every: with ``"summary"``, record only the updates whose
-      number is a multiple of this (injectable under
-      ``optax.inject_hyperparams``); see
+      number is a multiple of this; None (the default) records every
+      update, as 1 does. A number given here is injected by
+      ``optax.inject_hyperparams`` (and may then change between steps); the
+      default None is not, so an injected optimizer keeps the plain one's
+      state. See
       ``autosgm_optax._src.diagnostics`` for how, and
       docs/performance.md for what it costs.
 

@@ -45,10 +45,11 @@ is taken in a ``lax.cond`` before the update, from the step's inputs:
 ``alpha`` is kept) and the history for ``e`` is written on the update
 before a record only, so ``r`` and ``e`` of a recorded update are exact;
 the other updates run the plain step (docs/performance.md has the costs).
-Under ``optax.inject_hyperparams`` ``diagnostics_every`` is injected like
-any number and may change between steps without recompiling; it then
-always takes the conditional path (pass
-``static_args=("diagnostics_every",)`` for the every-update path with 1),
+Under ``optax.inject_hyperparams`` a ``diagnostics_every`` given as a
+number is injected like any number and may change between steps without
+recompiling; it then always takes the conditional path (the default None
+is not injected and keeps the every-update path; so does
+``static_args=("diagnostics_every",)``),
 the first record after a change may lack ``e`` (NaN: the history of the
 update before was not kept), and ``alpha(t-1)`` is rebuilt with the current
 values of injected filter and denominator hyperparameters.
@@ -144,12 +145,13 @@ def _summary(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return jnp.max(jnp.abs(x)), jnp.mean(x), jnp.std(x)
 
 
-def check_level(level: Optional[str], every: Any = 1) -> Any:
+def check_level(level: Optional[str], every: Any = None) -> Any:
   """Checks ``diagnostics=level`` and ``diagnostics_every=every``.
 
-  Returns ``every`` as a Python int, or, for an array (what
-  ``optax.inject_hyperparams`` passes: concrete in an eager ``init``, traced
-  in a jitted step), the array as an int32 scalar. An array means the value
+  Returns ``every`` as a Python int (1 for None, the default), or, for an
+  array (what ``optax.inject_hyperparams`` passes for a number: concrete in
+  an eager ``init``, traced in a jitted step), the array as an int32
+  scalar. An array means the value
   may change between steps: the summary is then always recorded through
   :func:`record`'s conditionals, and the state has the same structure
   however ``init`` is called. (Pass ``static_args=("diagnostics_every",)``
@@ -159,23 +161,29 @@ def check_level(level: Optional[str], every: Any = 1) -> Any:
   """
   if level is not None:
     _base.check_choice("diagnostics", level, LEVELS)
+  if every is None:
+    return 1
   if isinstance(every, (jax.Array, np.ndarray)):
     if every.shape or not jnp.issubdtype(every.dtype, jnp.integer):
-      raise TypeError(f"diagnostics_every={every!r} must be an int >= 1.")
+      raise TypeError(_invalid_every(every))
     if not isinstance(every, jax.core.Tracer):
       _check_every(level, int(every))
     if level != "summary":
       return 1
     return jnp.maximum(jnp.asarray(every, jnp.int32), 1)
   if isinstance(every, bool) or not isinstance(every, (int, np.integer)):
-    raise TypeError(f"diagnostics_every={every!r} must be an int >= 1.")
+    raise TypeError(_invalid_every(every))
   _check_every(level, int(every))
   return int(every)
 
 
+def _invalid_every(every: Any) -> str:
+  return f"diagnostics_every={every!r} must be an int >= 1, or None."
+
+
 def _check_every(level: Optional[str], every: int) -> None:
   if every < 1:
-    raise ValueError(f"diagnostics_every={every!r} must be an int >= 1.")
+    raise ValueError(_invalid_every(every))
   if every != 1 and level != "summary":
     raise ValueError(
       f'diagnostics_every={every!r} needs diagnostics="summary" (got '
